@@ -1,0 +1,13 @@
+//! The Ferrax compiler: Python + JAX source to fx, through linalg to native code.
+//!
+//! ## Source code layout
+//!
+//! - `syntax`: spans, lexer (Python indentation), parser, AST.
+//! - `specialise`: the trace: runs the module's Python statically, emits fx for array work.
+//! - `passes`: one file per pass (`fx_to_linalg`).
+//! - `pipeline`: the stages as data (`STAGES`) and the pass pipelines between them.
+//! - `backend`: LLVM translation and the JIT.
+//! - `diagnostic`: user errors with spans.
+
+pub mod diagnostic;
+pub mod syntax;

@@ -1,0 +1,176 @@
+// The fx dialect: value-semantics array ops on builtin tensors, close to JAX's primitives.
+// Loaded at run time by `ferrax_dialects::load`; the op reference is docs/fx-dialect.md.
+// A constraint variable used twice in one op means "the same type" (IRDL unifies it).
+irdl.dialect @fx {
+  irdl.operation @constant {
+    %t = irdl.base "!builtin.tensor"
+    %value = irdl.any
+    irdl.attributes { "value" = %value }
+    irdl.results(res: %t)
+  }
+  irdl.operation @add {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @sub {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @mul {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @div {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @rem {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @pow {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @max {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @min {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @and {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @or {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @neg {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @exp {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @log {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @log1p {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @expm1 {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @sin {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @cos {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @tanh {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @sqrt {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @abs {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @sign {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @floor {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @not {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @integer_pow {
+    %t = irdl.base "!builtin.tensor"
+    %exponent = irdl.base "#builtin.integer"
+    irdl.operands(operand: %t)
+    irdl.attributes { "exponent" = %exponent }
+    irdl.results(res: %t)
+  }
+  irdl.operation @compare {
+    %t = irdl.base "!builtin.tensor"
+    %r = irdl.base "!builtin.tensor"
+    %predicate = irdl.base "#builtin.string"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.attributes { "predicate" = %predicate }
+    irdl.results(res: %r)
+  }
+  irdl.operation @select {
+    %p = irdl.base "!builtin.tensor"
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(pred: %p, on_true: %t, on_false: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @convert {
+    %t = irdl.base "!builtin.tensor"
+    %r = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %r)
+  }
+  irdl.operation @broadcast_in_dim {
+    %t = irdl.base "!builtin.tensor"
+    %r = irdl.base "!builtin.tensor"
+    %broadcast_dimensions = irdl.base "#builtin.dense_array"
+    irdl.operands(operand: %t)
+    irdl.attributes { "broadcast_dimensions" = %broadcast_dimensions }
+    irdl.results(res: %r)
+  }
+  irdl.operation @reshape {
+    %t = irdl.base "!builtin.tensor"
+    %r = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %r)
+  }
+  irdl.operation @reduce {
+    %t = irdl.base "!builtin.tensor"
+    %r = irdl.base "!builtin.tensor"
+    %kind = irdl.base "#builtin.string"
+    %axes = irdl.base "#builtin.dense_array"
+    irdl.operands(operand: %t)
+    irdl.attributes { "kind" = %kind, "axes" = %axes }
+    irdl.results(res: %r)
+  }
+}
