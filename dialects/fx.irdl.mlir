@@ -173,4 +173,14 @@ irdl.dialect @fx {
     irdl.attributes { "kind" = %kind, "axes" = %axes }
     irdl.results(res: %r)
   }
+  irdl.operation @slice {
+    %t = irdl.base "!builtin.tensor"
+    %r = irdl.base "!builtin.tensor"
+    %start_indices = irdl.base "#builtin.dense_array"
+    %limit_indices = irdl.base "#builtin.dense_array"
+    %strides = irdl.base "#builtin.dense_array"
+    irdl.operands(operand: %t)
+    irdl.attributes { "start_indices" = %start_indices, "limit_indices" = %limit_indices, "strides" = %strides }
+    irdl.results(res: %r)
+  }
 }

@@ -10,4 +10,7 @@
 //! - `diagnostic`: user errors with spans.
 
 pub mod diagnostic;
+pub mod passes;
+pub mod pipeline;
+pub mod specialise;
 pub mod syntax;

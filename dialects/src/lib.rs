@@ -1,1 +1,34 @@
-//! The `fx` dialect.
+//! The `fx` dialect: its IRDL definition, loaded into an MLIR context at start, and typed
+//! builders for its ops.
+
+pub mod fx;
+
+use melior::{
+    Context,
+    dialect::DialectRegistry,
+    ir::Module,
+    utility::{load_irdl_dialects, register_all_dialects, register_all_llvm_translations},
+};
+
+/// The IRDL text of the dialect (`fx.irdl.mlir`).
+pub const FX_IRDL: &str = include_str!("../fx.irdl.mlir");
+
+/// Creates a context with every upstream dialect, the LLVM translations and `fx` loaded.
+pub fn create_context() -> Context {
+    let registry = DialectRegistry::new();
+    register_all_dialects(&registry);
+    let context = Context::new();
+    context.append_dialect_registry(&registry);
+    context.load_all_available_dialects();
+    register_all_llvm_translations(&context);
+    load(&context);
+    context
+}
+
+/// Loads the `fx` dialect into `context`.
+pub fn load(context: &Context) {
+    let module = Module::parse(context, FX_IRDL).expect("fx.irdl.mlir parses");
+    assert!(load_irdl_dialects(&module), "fx.irdl.mlir loads");
+    // The loaded dialect's verifiers are built from this module; keep it for the process.
+    std::mem::forget(module);
+}

@@ -1,0 +1,3 @@
+//! The compiler's own passes, one file each. Upstream MLIR passes are named in `pipeline`.
+
+pub mod fx_to_linalg;

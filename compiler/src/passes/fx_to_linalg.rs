@@ -1,0 +1,766 @@
+//! `fx-to-linalg`: lowers fx ops to upstream dialects on tensors.
+//!
+//! Runs on: `builtin.module`.
+//! Input:   fx ops on builtin ranked tensors with static shapes (no differentiation ops).
+//! Output:  arith and math ops on tensors (elementwise; `convert-elementwise-to-linalg` turns
+//!          them into `linalg.generic`), `linalg.generic` for broadcasts and reductions,
+//!          `tensor` ops for reshapes and slices. No `fx.*` op remains.
+//! Keeps:   every op's `loc`; function signatures.
+//! Does not: fuse, tile or bufferise (upstream passes do, later in the pipeline).
+//!
+//! Each fx op is replaced by the ops its rule in `lower` builds, in program order, so the
+//! operands of an op are already lowered when it is reached.
+
+use melior::{
+    Context, IrRewriter, RewriterBase,
+    ir::{
+        Attribute, Block, BlockLike, Identifier, Location, Operation, OperationRef, Region,
+        RegionLike, Type, TypeLike, Value, ValueLike,
+        attribute::{DenseI64ArrayAttribute, IntegerAttribute, StringAttribute},
+        operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
+        r#type::{DimSize, IntegerType, RankedTensorType, ShapedTypeLike},
+    },
+    pass::{ExternalPass, Pass, create_external},
+};
+
+#[repr(align(8))]
+struct PassId;
+static PASS_ID: PassId = PassId;
+
+/// Creates the `fx-to-linalg` pass.
+pub fn create() -> Pass {
+    create_external(
+        run,
+        melior::ir::r#type::TypeId::create(&PASS_ID),
+        "fx-to-linalg",
+        "fx-to-linalg",
+        "Lower fx ops to linalg, tensor, arith and math on tensors",
+        "builtin.module",
+        &[],
+    )
+}
+
+fn run(module: OperationRef<'_, '_>, pass: ExternalPass<'_>) {
+    let context = unsafe { module.context().to_ref() };
+    let mut fx_ops = vec![];
+    module.walk(WalkOrder::PreOrder, |operation| {
+        if operation
+            .name()
+            .as_string_ref()
+            .as_str()
+            .is_ok_and(|name| name.starts_with("fx."))
+        {
+            fx_ops.push(operation.to_raw());
+        }
+        WalkResult::Advance
+    });
+    let rewriter = IrRewriter::new(context);
+    let base = rewriter.as_rewriter_base();
+    for raw in fx_ops {
+        let operation = unsafe { OperationRef::from_raw(raw) };
+        base.set_insertion_point_before(operation);
+        let lowering = Lowering {
+            context,
+            base,
+            location: operation.location(),
+        };
+        match lowering.lower(operation) {
+            Ok(value) => base.replace_op_with_values(operation, &[value]),
+            Err(message) => {
+                let name = operation
+                    .name()
+                    .as_string_ref()
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string();
+                eprintln!("internal error: fx-to-linalg cannot lower `{name}`: {message}");
+                pass.signal_failure();
+                return;
+            }
+        }
+    }
+}
+
+/// Element kinds, which decide between the float, signed and bool forms of an op.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Float,
+    Int,
+    Bool,
+}
+
+struct Lowering<'c, 'a> {
+    context: &'c Context,
+    base: RewriterBase<'c, 'a>,
+    location: Location<'c>,
+}
+
+type LResult<'c, 'a> = Result<Value<'c, 'a>, String>;
+
+impl<'c, 'a> Lowering<'c, 'a> {
+    fn lower(&self, operation: OperationRef<'c, 'a>) -> LResult<'c, 'a> {
+        let name = operation
+            .name()
+            .as_string_ref()
+            .as_str()
+            .map_err(|_| "bad name")?
+            .to_string();
+        let result_type = operation.result(0).map_err(|e| e.to_string())?.r#type();
+        let operand = |i: usize| operation.operand(i).map_err(|e| e.to_string());
+        let mnemonic = name.trim_start_matches("fx.");
+        match mnemonic {
+            "constant" => {
+                let value = operation.attribute("value").map_err(|e| e.to_string())?;
+                self.op("arith.constant", &[], result_type, &[("value", value)])
+            }
+            "add" | "sub" | "mul" | "div" | "rem" | "max" | "min" | "pow" | "and" | "or" => {
+                let (lhs, rhs) = (operand(0)?, operand(1)?);
+                let op = match (mnemonic, kind(lhs.r#type())?) {
+                    ("add", Kind::Float) => "arith.addf",
+                    ("add", _) => "arith.addi",
+                    ("sub", Kind::Float) => "arith.subf",
+                    ("sub", _) => "arith.subi",
+                    ("mul", Kind::Float) => "arith.mulf",
+                    ("mul", _) => "arith.muli",
+                    ("div", Kind::Float) => "arith.divf",
+                    ("div", _) => "arith.divsi",
+                    ("rem", Kind::Float) => "arith.remf",
+                    ("rem", _) => "arith.remsi",
+                    ("max", Kind::Float) => "arith.maximumf",
+                    ("max", Kind::Int) => "arith.maxsi",
+                    ("max", Kind::Bool) => "arith.maxui",
+                    ("min", Kind::Float) => "arith.minimumf",
+                    ("min", Kind::Int) => "arith.minsi",
+                    ("min", Kind::Bool) => "arith.minui",
+                    ("pow", Kind::Float) => "math.powf",
+                    ("and", Kind::Bool | Kind::Int) => "arith.andi",
+                    ("or", Kind::Bool | Kind::Int) => "arith.ori",
+                    _ => {
+                        return Err(format!(
+                            "no lowering for these operand types ({})",
+                            lhs.r#type()
+                        ));
+                    }
+                };
+                self.op(op, &[lhs, rhs], result_type, &[])
+            }
+            "neg" => {
+                let x = operand(0)?;
+                match kind(x.r#type())? {
+                    Kind::Float => self.op("arith.negf", &[x], result_type, &[]),
+                    _ => {
+                        let zero = self.splat(result_type, 0.0)?;
+                        self.op("arith.subi", &[zero, x], result_type, &[])
+                    }
+                }
+            }
+            "exp" | "log" | "log1p" | "expm1" | "sin" | "cos" | "tanh" | "sqrt" | "floor" => {
+                let x = operand(0)?;
+                if kind(x.r#type())? != Kind::Float {
+                    return Err(String::from("expects a float operand"));
+                }
+                self.op(&format!("math.{mnemonic}"), &[x], result_type, &[])
+            }
+            "abs" => {
+                let x = operand(0)?;
+                match kind(x.r#type())? {
+                    Kind::Float => self.op("math.absf", &[x], result_type, &[]),
+                    Kind::Int => self.op("math.absi", &[x], result_type, &[]),
+                    Kind::Bool => Ok(x),
+                }
+            }
+            "sign" => {
+                // sign(x) = x > 0 ? 1 : (x < 0 ? -1 : x), which keeps 0, -0 and NaN.
+                let x = operand(0)?;
+                let k = kind(x.r#type())?;
+                if k == Kind::Bool {
+                    return Ok(x);
+                }
+                let zero = self.splat(result_type, 0.0)?;
+                let one = self.splat(result_type, 1.0)?;
+                let minus_one = self.splat(result_type, -1.0)?;
+                let positive = self.compare(k, "gt", x, zero)?;
+                let negative = self.compare(k, "lt", x, zero)?;
+                let inner = self.op("arith.select", &[negative, minus_one, x], result_type, &[])?;
+                self.op("arith.select", &[positive, one, inner], result_type, &[])
+            }
+            "not" => {
+                let x = operand(0)?;
+                let ones = self.splat(result_type, -1.0)?;
+                self.op("arith.xori", &[x, ones], result_type, &[])
+            }
+            "integer_pow" => {
+                let x = operand(0)?;
+                let exponent = IntegerAttribute::try_from(
+                    operation.attribute("exponent").map_err(|e| e.to_string())?,
+                )
+                .map_err(|e| e.to_string())?
+                .value();
+                self.integer_pow(x, exponent, result_type)
+            }
+            "compare" => {
+                let (lhs, rhs) = (operand(0)?, operand(1)?);
+                let predicate = StringAttribute::try_from(
+                    operation
+                        .attribute("predicate")
+                        .map_err(|e| e.to_string())?,
+                )
+                .map_err(|e| e.to_string())?
+                .value()
+                .to_string();
+                self.compare(kind(lhs.r#type())?, &predicate, lhs, rhs)
+            }
+            "select" => self.op(
+                "arith.select",
+                &[operand(0)?, operand(1)?, operand(2)?],
+                result_type,
+                &[],
+            ),
+            "convert" => self.convert(operand(0)?, result_type),
+            "broadcast_in_dim" => {
+                let dims = i64_array(
+                    operation
+                        .attribute("broadcast_dimensions")
+                        .map_err(|e| e.to_string())?,
+                )?;
+                self.broadcast(operand(0)?, &dims, result_type)
+            }
+            "reshape" => self.reshape(operand(0)?, result_type),
+            "reduce" => {
+                let axes = i64_array(operation.attribute("axes").map_err(|e| e.to_string())?)?;
+                let reduce_kind = StringAttribute::try_from(
+                    operation.attribute("kind").map_err(|e| e.to_string())?,
+                )
+                .map_err(|e| e.to_string())?
+                .value()
+                .to_string();
+                self.reduce(operand(0)?, &reduce_kind, &axes, result_type)
+            }
+            "slice" => {
+                let start = i64_array(
+                    operation
+                        .attribute("start_indices")
+                        .map_err(|e| e.to_string())?,
+                )?;
+                let strides =
+                    i64_array(operation.attribute("strides").map_err(|e| e.to_string())?)?;
+                let sizes = shape(result_type)?;
+                let x = operand(0)?;
+                let attribute = |values: &[i64]| -> Attribute<'c> {
+                    DenseI64ArrayAttribute::new(self.context, values).into()
+                };
+                let segments = self.attribute("array<i32: 1, 0, 0, 0>")?;
+                self.op(
+                    "tensor.extract_slice",
+                    &[x],
+                    result_type,
+                    &[
+                        ("static_offsets", attribute(&start)),
+                        ("static_sizes", attribute(&sizes)),
+                        ("static_strides", attribute(&strides)),
+                        ("operandSegmentSizes", segments),
+                    ],
+                )
+            }
+            other => Err(format!("`fx.{other}` has no lowering")),
+        }
+    }
+
+    fn attribute(&self, text: &str) -> Result<Attribute<'c>, String> {
+        Attribute::parse(self.context, text)
+            .ok_or_else(|| format!("cannot parse attribute `{text}`"))
+    }
+
+    /// Builds an op with one result before the op being lowered.
+    fn op(
+        &self,
+        name: &str,
+        operands: &[Value<'c, '_>],
+        result: Type<'c>,
+        attributes: &[(&str, Attribute<'c>)],
+    ) -> LResult<'c, 'a> {
+        self.build(
+            OperationBuilder::new(name, self.location),
+            operands,
+            result,
+            attributes,
+            vec![],
+        )
+    }
+
+    fn build(
+        &self,
+        builder: OperationBuilder<'c>,
+        operands: &[Value<'c, '_>],
+        result: Type<'c>,
+        attributes: &[(&str, Attribute<'c>)],
+        regions: Vec<Region<'c>>,
+    ) -> LResult<'c, 'a> {
+        let attributes: Vec<(Identifier<'c>, Attribute<'c>)> = attributes
+            .iter()
+            .map(|(name, value)| (Identifier::new(self.context, name), *value))
+            .collect();
+        let operation: Operation<'c> = builder
+            .add_operands(operands)
+            .add_results(&[result])
+            .add_attributes(&attributes)
+            .add_regions_vec(regions)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let inserted = self.base.insert(operation);
+        let value: Value<'c, '_> = inserted.result(0).map_err(|e| e.to_string())?.into();
+        Ok(unsafe { Value::from_raw(value.to_raw()) })
+    }
+
+    /// A constant tensor of `ty` with every element `value` (-1 is all ones for bool).
+    fn splat(&self, ty: Type<'c>, value: f64) -> LResult<'c, 'a> {
+        let element = element_type(ty)?;
+        let text = match kind(ty)? {
+            Kind::Float => format!("dense<{value:e}> : {ty}"),
+            Kind::Bool => format!(
+                "dense<{}> : {ty}",
+                if value != 0.0 { "true" } else { "false" }
+            ),
+            Kind::Int => format!("dense<{}> : {ty}", value as i64),
+        };
+        let _ = element;
+        let attribute = self.attribute(&text)?;
+        self.op("arith.constant", &[], ty, &[("value", attribute)])
+    }
+
+    fn compare(
+        &self,
+        k: Kind,
+        predicate: &str,
+        lhs: Value<'c, '_>,
+        rhs: Value<'c, '_>,
+    ) -> LResult<'c, 'a> {
+        let ty = bool_type(self.context, lhs.r#type())?;
+        let (name, code) = match k {
+            Kind::Float => (
+                "arith.cmpf",
+                match predicate {
+                    "eq" => 1,
+                    "gt" => 2,
+                    "ge" => 3,
+                    "lt" => 4,
+                    "le" => 5,
+                    "ne" => 13,
+                    other => return Err(format!("unknown predicate {other}")),
+                },
+            ),
+            Kind::Int | Kind::Bool => (
+                "arith.cmpi",
+                match (predicate, k) {
+                    ("eq", _) => 0,
+                    ("ne", _) => 1,
+                    ("lt", Kind::Int) => 2,
+                    ("le", Kind::Int) => 3,
+                    ("gt", Kind::Int) => 4,
+                    ("ge", Kind::Int) => 5,
+                    ("lt", _) => 6,
+                    ("le", _) => 7,
+                    ("gt", _) => 8,
+                    ("ge", _) => 9,
+                    (other, _) => return Err(format!("unknown predicate {other}")),
+                },
+            ),
+        };
+        let predicate =
+            IntegerAttribute::new(IntegerType::new(self.context, 64).into(), code).into();
+        self.op(name, &[lhs, rhs], ty, &[("predicate", predicate)])
+    }
+
+    /// `x ** exponent` by repeated squaring; a negative exponent divides one by the power.
+    fn integer_pow(&self, x: Value<'c, '_>, exponent: i64, ty: Type<'c>) -> LResult<'c, 'a> {
+        let k = kind(ty)?;
+        let mul = if k == Kind::Float {
+            "arith.mulf"
+        } else {
+            "arith.muli"
+        };
+        let mut result: Option<Value<'c, 'a>> = None;
+        let mut power: Value<'c, 'a> = unsafe { Value::from_raw(x.to_raw()) };
+        let mut n = exponent.unsigned_abs();
+        while n > 0 {
+            if n & 1 == 1 {
+                result = Some(match result {
+                    None => power,
+                    Some(acc) => self.op(mul, &[acc, power], ty, &[])?,
+                });
+            }
+            n >>= 1;
+            if n > 0 {
+                power = self.op(mul, &[power, power], ty, &[])?;
+            }
+        }
+        let result = match result {
+            Some(r) => r,
+            None => self.splat(ty, 1.0)?,
+        };
+        if exponent < 0 {
+            let one = self.splat(ty, 1.0)?;
+            let div = if k == Kind::Float {
+                "arith.divf"
+            } else {
+                "arith.divsi"
+            };
+            return self.op(div, &[one, result], ty, &[]);
+        }
+        Ok(result)
+    }
+
+    fn convert(&self, x: Value<'c, '_>, to: Type<'c>) -> LResult<'c, 'a> {
+        let from = x.r#type();
+        let (from_kind, to_kind) = (kind(from)?, kind(to)?);
+        let (from_width, to_width) = (bit_width(from)?, bit_width(to)?);
+        if from == to {
+            return Ok(unsafe { Value::from_raw(x.to_raw()) });
+        }
+        let name = match (from_kind, to_kind) {
+            (Kind::Float, Kind::Float) if to_width > from_width => "arith.extf",
+            (Kind::Float, Kind::Float) => "arith.truncf",
+            (Kind::Int, Kind::Float) => "arith.sitofp",
+            (Kind::Bool, Kind::Float) => "arith.uitofp",
+            (Kind::Float, Kind::Int) => "arith.fptosi",
+            (Kind::Int, Kind::Int) if to_width > from_width => "arith.extsi",
+            (Kind::Int, Kind::Int) => "arith.trunci",
+            (Kind::Bool, Kind::Int) => "arith.extui",
+            (from_kind, Kind::Bool) => {
+                let zero = self.splat(from, 0.0)?;
+                return self.compare(from_kind, "ne", x, zero);
+            }
+        };
+        self.op(name, &[x], to, &[])
+    }
+
+    /// `tensor.empty` of `ty`.
+    fn empty(&self, ty: Type<'c>) -> LResult<'c, 'a> {
+        self.op("tensor.empty", &[], ty, &[])
+    }
+
+    /// A `linalg.generic` with one input, one output and a body built by `body`.
+    fn generic(
+        &self,
+        input: Value<'c, '_>,
+        init: Value<'c, '_>,
+        maps: &str,
+        iterators: &str,
+        body: impl FnOnce(&Block<'c>, Value<'c, '_>, Value<'c, '_>) -> Result<Value<'c, 'c>, String>,
+    ) -> LResult<'c, 'a> {
+        let input_element = element_type(input.r#type())?;
+        let output_element = element_type(init.r#type())?;
+        let block = Block::new(&[
+            (input_element, self.location),
+            (output_element, self.location),
+        ]);
+        let (a, b) = (
+            block.argument(0).map_err(|e| e.to_string())?,
+            block.argument(1).map_err(|e| e.to_string())?,
+        );
+        let yielded = body(&block, a.into(), b.into())?;
+        block.append_operation(
+            OperationBuilder::new("linalg.yield", self.location)
+                .add_operands(&[yielded])
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        let region = Region::new();
+        region.append_block(block);
+        let attributes = [
+            ("indexing_maps", self.attribute(maps)?),
+            ("iterator_types", self.attribute(iterators)?),
+            ("operandSegmentSizes", self.attribute("array<i32: 1, 1>")?),
+        ];
+        self.build(
+            OperationBuilder::new("linalg.generic", self.location),
+            &[input, init],
+            init.r#type(),
+            &attributes,
+            vec![region],
+        )
+    }
+
+    fn broadcast(&self, x: Value<'c, '_>, dims: &[i64], ty: Type<'c>) -> LResult<'c, 'a> {
+        let input_shape = shape(x.r#type())?;
+        let output_shape = shape(ty)?;
+        let rank = output_shape.len();
+        let all: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
+        let picked: Vec<String> = dims
+            .iter()
+            .zip(&input_shape)
+            .map(|(d, size)| {
+                if *size == 1 && output_shape[*d as usize] != 1 {
+                    String::from("0")
+                } else {
+                    format!("d{d}")
+                }
+            })
+            .collect();
+        let maps = format!(
+            "[affine_map<({}) -> ({})>, affine_map<({}) -> ({})>]",
+            all.join(", "),
+            picked.join(", "),
+            all.join(", "),
+            all.join(", ")
+        );
+        let iterators = format!(
+            "[{}]",
+            vec!["#linalg.iterator_type<parallel>"; rank].join(", ")
+        );
+        let init = self.empty(ty)?;
+        self.generic(x, init, &maps, &iterators, |_, a, _| {
+            Ok(unsafe { Value::from_raw(a.to_raw()) })
+        })
+    }
+
+    fn reduce(
+        &self,
+        x: Value<'c, '_>,
+        reduce_kind: &str,
+        axes: &[i64],
+        ty: Type<'c>,
+    ) -> LResult<'c, 'a> {
+        let k = kind(ty)?;
+        let rank = shape(x.r#type())?.len();
+        let element = element_type(ty)?;
+        let identity = match (reduce_kind, k) {
+            ("sum", _) => String::from(if k == Kind::Float {
+                "0.0"
+            } else if k == Kind::Bool {
+                "false"
+            } else {
+                "0"
+            }),
+            ("max", Kind::Float) => String::from("0xFF800000"),
+            ("min", Kind::Float) => String::from("0x7F800000"),
+            ("max", Kind::Int) => format!(
+                "{}",
+                if bit_width(ty)? == 64 {
+                    i64::MIN
+                } else {
+                    i32::MIN as i64
+                }
+            ),
+            ("min", Kind::Int) => format!(
+                "{}",
+                if bit_width(ty)? == 64 {
+                    i64::MAX
+                } else {
+                    i32::MAX as i64
+                }
+            ),
+            ("max", Kind::Bool) => String::from("false"),
+            ("min", Kind::Bool) => String::from("true"),
+            (other, _) => return Err(format!("unknown reduction {other}")),
+        };
+        let identity = if k == Kind::Float && bit_width(ty)? == 64 && identity.starts_with("0x") {
+            String::from(if reduce_kind == "max" {
+                "0xFFF0000000000000"
+            } else {
+                "0x7FF0000000000000"
+            })
+        } else {
+            identity
+        };
+        let scalar = self.attribute(&format!("{identity} : {element}"))?;
+        let scalar = self.op("arith.constant", &[], element, &[("value", scalar)])?;
+        let empty = self.empty(ty)?;
+        let fill = self.build(
+            OperationBuilder::new("linalg.fill", self.location),
+            &[scalar, empty],
+            ty,
+            &[("operandSegmentSizes", self.attribute("array<i32: 1, 1>")?)],
+            vec![fill_region(self.context, element, self.location)?],
+        )?;
+        let all: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
+        let kept: Vec<String> = (0..rank)
+            .filter(|d| !axes.contains(&(*d as i64)))
+            .map(|d| format!("d{d}"))
+            .collect();
+        let maps = format!(
+            "[affine_map<({}) -> ({})>, affine_map<({}) -> ({})>]",
+            all.join(", "),
+            all.join(", "),
+            all.join(", "),
+            kept.join(", ")
+        );
+        let iterators: Vec<&str> = (0..rank)
+            .map(|d| {
+                if axes.contains(&(d as i64)) {
+                    "#linalg.iterator_type<reduction>"
+                } else {
+                    "#linalg.iterator_type<parallel>"
+                }
+            })
+            .collect();
+        let op = match (reduce_kind, k) {
+            ("sum", Kind::Float) => "arith.addf",
+            ("sum", Kind::Int) => "arith.addi",
+            ("sum", Kind::Bool) => "arith.ori",
+            ("max", Kind::Float) => "arith.maximumf",
+            ("min", Kind::Float) => "arith.minimumf",
+            ("max", Kind::Int) => "arith.maxsi",
+            ("min", Kind::Int) => "arith.minsi",
+            ("max", Kind::Bool) => "arith.maxui",
+            _ => "arith.minui",
+        };
+        let location = self.location;
+        self.generic(
+            x,
+            fill,
+            &maps,
+            &format!("[{}]", iterators.join(", ")),
+            |block, a, b| {
+                let combined = OperationBuilder::new(op, location)
+                    .add_operands(&[a, b])
+                    .add_results(&[element])
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let combined = block.append_operation(combined);
+                let value: Value<'c, '_> = combined.result(0).map_err(|e| e.to_string())?.into();
+                Ok(unsafe { Value::from_raw(value.to_raw()) })
+            },
+        )
+    }
+
+    /// Reshape through a rank-1 (or rank-0) tensor: collapse everything, then expand.
+    fn reshape(&self, x: Value<'c, '_>, ty: Type<'c>) -> LResult<'c, 'a> {
+        let from = shape(x.r#type())?;
+        let to = shape(ty)?;
+        let element = element_type(ty)?;
+        let size: i64 = to.iter().product();
+        let flat_shape: Vec<i64> = if from.is_empty() || to.is_empty() {
+            vec![]
+        } else {
+            vec![size]
+        };
+        let flat: Type<'c> = RankedTensorType::new(
+            &flat_shape.iter().map(|d| *d as u64).collect::<Vec<_>>(),
+            element,
+            None,
+        )
+        .into();
+        let reassociation = |rank: usize| -> String {
+            if flat_shape.is_empty() {
+                String::from("[]")
+            } else {
+                format!(
+                    "[[{}]]",
+                    (0..rank)
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        };
+        let collapsed = if from.len() == flat_shape.len() {
+            unsafe { Value::from_raw(x.to_raw()) }
+        } else {
+            let association = self.attribute(&reassociation(from.len()))?;
+            self.op(
+                "tensor.collapse_shape",
+                &[x],
+                flat,
+                &[("reassociation", association)],
+            )?
+        };
+        if to.len() == flat_shape.len() {
+            return Ok(collapsed);
+        }
+        let association = self.attribute(&reassociation(to.len()))?;
+        let output_shape: Attribute<'c> = DenseI64ArrayAttribute::new(self.context, &to).into();
+        self.op(
+            "tensor.expand_shape",
+            &[collapsed],
+            ty,
+            &[
+                ("reassociation", association),
+                ("static_output_shape", output_shape),
+            ],
+        )
+    }
+}
+
+fn fill_region<'c>(
+    context: &'c Context,
+    element: Type<'c>,
+    location: Location<'c>,
+) -> Result<Region<'c>, String> {
+    let _ = context;
+    let block = Block::new(&[(element, location), (element, location)]);
+    let value = block.argument(0).map_err(|e| e.to_string())?;
+    block.append_operation(
+        OperationBuilder::new("linalg.yield", location)
+            .add_operands(&[value.into()])
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
+    let region = Region::new();
+    region.append_block(block);
+    Ok(region)
+}
+
+fn tensor(ty: Type<'_>) -> Result<RankedTensorType<'_>, String> {
+    RankedTensorType::try_from(ty).map_err(|_| format!("expected a ranked tensor, found {ty}"))
+}
+
+fn element_type(ty: Type<'_>) -> Result<Type<'_>, String> {
+    Ok(tensor(ty)?.element())
+}
+
+fn shape(ty: Type<'_>) -> Result<Vec<i64>, String> {
+    let tensor = tensor(ty)?;
+    (0..tensor.rank())
+        .map(|d| match tensor.dim_size(d).map_err(|e| e.to_string())? {
+            DimSize::Static(size) => Ok(size as i64),
+            DimSize::Dynamic => Err(String::from("dynamic dimensions are not supported yet")),
+        })
+        .collect()
+}
+
+fn kind(ty: Type<'_>) -> Result<Kind, String> {
+    let element = element_type(ty)?;
+    if element.is_float() {
+        Ok(Kind::Float)
+    } else if element.is_integer() {
+        Ok(
+            if IntegerType::try_from(element)
+                .map(|i| i.width())
+                .unwrap_or(0)
+                == 1
+            {
+                Kind::Bool
+            } else {
+                Kind::Int
+            },
+        )
+    } else {
+        Err(format!("unsupported element type {element}"))
+    }
+}
+
+fn bit_width(ty: Type<'_>) -> Result<u32, String> {
+    let element = element_type(ty)?;
+    if element.is_f32() {
+        return Ok(32);
+    }
+    if element.is_f64() {
+        return Ok(64);
+    }
+    IntegerType::try_from(element)
+        .map(|i| i.width())
+        .map_err(|_| format!("unsupported element type {element}"))
+}
+
+fn bool_type<'c>(context: &'c Context, ty: Type<'c>) -> Result<Type<'c>, String> {
+    let dims: Vec<u64> = shape(ty)?.iter().map(|d| *d as u64).collect();
+    Ok(RankedTensorType::new(&dims, IntegerType::new(context, 1).into(), None).into())
+}
+
+fn i64_array(attribute: Attribute<'_>) -> Result<Vec<i64>, String> {
+    let array = DenseI64ArrayAttribute::try_from(attribute).map_err(|e| e.to_string())?;
+    (0..array.len())
+        .map(|i| array.element(i).map_err(|e| e.to_string()))
+        .collect()
+}

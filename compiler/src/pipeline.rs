@@ -1,0 +1,192 @@
+//! The stages of compilation as data: each stage is a list of passes, and `--emit STAGE`
+//! prints the module after that stage. The CLI, the tests and the docs read `STAGES`.
+
+use crate::passes;
+use melior::{
+    Context,
+    ir::{Module, operation::OperationLike},
+    pass::{PassIrPrintingOptions, PassManager},
+    utility::{parse_pass_pipeline, register_all_passes},
+};
+use std::fmt;
+
+/// One stage: the Rust passes it runs first, then an upstream pass pipeline.
+pub struct Stage {
+    pub name: &'static str,
+    pub rust_passes: &'static [fn() -> melior::pass::Pass],
+    pub pipeline: &'static str,
+}
+
+/// The CPU pipeline, in order. `fx` is the specialiser's output; `llvm-ir` is a translation
+/// of `llvm-mlir`, not a pass.
+pub const STAGES: &[Stage] = &[
+    Stage {
+        name: "fx",
+        rust_passes: &[],
+        pipeline: "",
+    },
+    Stage {
+        name: "linalg",
+        rust_passes: &[passes::fx_to_linalg::create],
+        pipeline: "builtin.module(func.func(convert-elementwise-to-linalg),linalg-fuse-elementwise-ops,canonicalize,cse)",
+    },
+    Stage {
+        name: "bufferized",
+        rust_passes: &[],
+        pipeline: "builtin.module(one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map},\
+                   buffer-results-to-out-params{hoist-static-allocs modify-public-functions},canonicalize)",
+    },
+    Stage {
+        name: "llvm-mlir",
+        rust_passes: &[],
+        pipeline: "builtin.module(convert-linalg-to-loops,convert-scf-to-cf,convert-math-to-libm,convert-math-to-llvm,\
+                   expand-strided-metadata,finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,\
+                   convert-func-to-llvm,reconcile-unrealized-casts)",
+    },
+];
+
+/// Names accepted by `--emit`, in pipeline order.
+pub const EMIT_STAGES: &[&str] = &["fx", "linalg", "bufferized", "llvm-mlir", "llvm-ir"];
+
+/// A failure inside the compiler: a pass failed or the IR did not verify.
+#[derive(Debug)]
+pub struct InternalError {
+    pub stage: &'static str,
+    pub messages: Vec<String>,
+    pub ir: String,
+}
+
+impl fmt::Display for InternalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "internal error: stage `{}` failed", self.stage)?;
+        for message in &self.messages {
+            writeln!(f, "{message}")?;
+        }
+        write!(f, "IR that failed:\n{}", self.ir)
+    }
+}
+
+impl std::error::Error for InternalError {}
+
+/// Options of a pipeline run.
+#[derive(Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Print the module after every pass, to stderr (like `mlir-opt --mlir-print-ir-after-all`).
+    pub print_ir_after_all: bool,
+}
+
+/// Runs the stages after `fx` up to and including `last`, verifying after each.
+pub fn run_until(
+    context: &Context,
+    module: &mut Module,
+    last: &str,
+    options: RunOptions,
+) -> Result<(), InternalError> {
+    register_all_passes();
+    verify(context, module, "fx")?;
+    if last == "fx" {
+        return Ok(());
+    }
+    for stage in &STAGES[1..] {
+        let messages = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+        let sink = messages.clone();
+        let handler = context.attach_diagnostic_handler(move |diagnostic| {
+            sink.borrow_mut()
+                .push(format!("{}: {}", diagnostic.location(), diagnostic));
+            true
+        });
+        let before = module.as_operation().to_string();
+        let result = run_stage(context, module, stage, options);
+        context.detach_diagnostic_handler(handler);
+        if result.is_err() {
+            let mut messages = messages.borrow().clone();
+            if let Err(text) = result {
+                messages.push(text);
+            }
+            return Err(InternalError {
+                stage: stage.name,
+                messages,
+                ir: before,
+            });
+        }
+        verify(context, module, stage.name)?;
+        if stage.name == last {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn run_stage(
+    context: &Context,
+    module: &mut Module,
+    stage: &Stage,
+    options: RunOptions,
+) -> Result<(), String> {
+    let printing = PassIrPrintingOptions {
+        before_all: false,
+        after_all: true,
+        module_scope: true,
+        on_change: false,
+        on_failure: false,
+        flags: melior::ir::operation::OperationPrintingFlags::new(),
+        tree_printing_path: std::path::PathBuf::new(),
+    };
+    // The Rust passes run in their own pass manager, before the parsed pipeline.
+    if !stage.rust_passes.is_empty() {
+        let manager = PassManager::new(context);
+        for create in stage.rust_passes {
+            manager.add_pass(create());
+        }
+        if options.print_ir_after_all {
+            manager.enable_ir_printing(&printing);
+        }
+        manager.run(module).map_err(|e| e.to_string())?;
+    }
+    let manager = PassManager::new(context);
+    parse_pass_pipeline(manager.as_operation_pass_manager(), stage.pipeline)
+        .map_err(|e| e.to_string())?;
+    if options.print_ir_after_all {
+        manager.enable_ir_printing(&printing);
+    }
+    manager.run(module).map_err(|e| e.to_string())
+}
+
+fn verify(context: &Context, module: &Module, stage: &'static str) -> Result<(), InternalError> {
+    let messages = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let sink = messages.clone();
+    let handler = context.attach_diagnostic_handler(move |diagnostic| {
+        sink.borrow_mut()
+            .push(format!("{}: {}", diagnostic.location(), diagnostic));
+        true
+    });
+    let ok = module.as_operation().verify();
+    context.detach_diagnostic_handler(handler);
+    if ok {
+        Ok(())
+    } else {
+        Err(InternalError {
+            stage,
+            messages: messages.borrow().clone(),
+            ir: module.as_operation().to_string(),
+        })
+    }
+}
+
+/// The module translated to LLVM IR text (the module must be at `llvm-mlir`).
+pub fn translate_to_llvm_ir(module: &Module) -> String {
+    unsafe extern "C" {
+        fn free(pointer: *mut std::ffi::c_void);
+    }
+    unsafe {
+        let text = mlir_sys::mlirTranslateModuleToLLVMIRToString(module.as_operation().to_raw());
+        if text.is_null() {
+            return String::new();
+        }
+        let result = std::ffi::CStr::from_ptr(text)
+            .to_string_lossy()
+            .into_owned();
+        free(text as *mut std::ffi::c_void);
+        result
+    }
+}

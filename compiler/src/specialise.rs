@@ -1,0 +1,253 @@
+//! The specialiser (LANGUAGE.md §3): runs the module's Python statically, like `jax.jit`'s
+//! trace, and emits fx for the array work.
+//!
+//! Static values (numbers, strings, tuples, functions) are computed here; arrays are traced:
+//! each array operation appends an fx op with the source location of the expression that
+//! made it. Calls between user functions are inlined. The result is one `func.func` whose
+//! arguments are the traced inputs and whose results are the traced leaves of the output.
+
+mod builtins;
+pub mod emit;
+mod interp;
+pub mod value;
+
+use crate::diagnostic::Diagnostic;
+use crate::syntax::ast;
+use crate::syntax::span::{SourceMap, Span};
+use emit::Emitter;
+use interp::Interp;
+use melior::{
+    Context,
+    dialect::func,
+    ir::{
+        Attribute, Block, BlockLike, Identifier, Location, Module, Region, RegionLike, Type,
+        attribute::{StringAttribute, TypeAttribute},
+        r#type::FunctionType,
+    },
+};
+pub use value::{ArrayType, DType};
+use value::{Scope, Value};
+
+/// What to trace: an expression in the module's namespace, or a call of one of its functions.
+pub enum Entry {
+    Expr(ast::Expr),
+    Call {
+        function: String,
+        span: Span,
+        args: Vec<EntryArg>,
+    },
+}
+
+/// An argument of an entry call: a traced array input or a static value, optionally by name.
+pub struct EntryArg {
+    pub name: Option<String>,
+    pub kind: EntryArgKind,
+}
+
+pub enum EntryArgKind {
+    Array(ArrayType),
+    /// A static Python value: an int, float, bool, string or None.
+    Static(StaticValue),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StaticValue {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+/// The structure of a traced result: array leaves refer to the function's results by index.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Array { index: usize, ty: ArrayType },
+    Static(StaticValue),
+    Tuple(Vec<Output>),
+    List(Vec<Output>),
+}
+
+/// The traced function: a module holding one `func.func`, and how its results form the output.
+pub struct Traced<'c> {
+    pub module: Module<'c>,
+    pub function: String,
+    pub inputs: Vec<ArrayType>,
+    pub output: Output,
+}
+
+/// Traces `entry` against `module` (file `sources[module_file]`) into a `func.func` named
+/// `function` in a new MLIR module.
+pub fn trace<'c>(
+    context: &'c Context,
+    sources: &SourceMap,
+    module: &ast::Module,
+    entry: &Entry,
+    function: &str,
+) -> Result<Traced<'c>, Diagnostic> {
+    let file = sources
+        .sources
+        .first()
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    let location = Location::new(context, &file, 1, 1);
+    let inputs: Vec<ArrayType> = match entry {
+        Entry::Expr(_) => vec![],
+        Entry::Call { args, .. } => args
+            .iter()
+            .filter_map(|a| match &a.kind {
+                EntryArgKind::Array(ty) => Some(ty.clone()),
+                EntryArgKind::Static(_) => None,
+            })
+            .collect(),
+    };
+    let input_types: Vec<Type<'c>> = inputs
+        .iter()
+        .map(|ty| {
+            Type::parse(context, &ty.mlir()).expect("array types print as valid tensor types")
+        })
+        .collect();
+    let block = Block::new(
+        &input_types
+            .iter()
+            .map(|ty| (*ty, location))
+            .collect::<Vec<_>>(),
+    );
+    let (output, result_types) = {
+        let mut interp = Interp::new(Emitter::new(context, &block, sources));
+        let scope = Scope::new(None);
+        scope.set("__name__", Value::Str("__ferrax__".into()));
+        interp.exec_module(module, &scope)?;
+        let value = match entry {
+            Entry::Expr(expr) => {
+                for (name, module) in [("jax", "jax"), ("jnp", "jax.numpy"), ("lax", "jax.lax")] {
+                    if scope.lookup(name).is_none() {
+                        scope.set(name, Value::Module(module));
+                    }
+                }
+                interp.eval(expr, &scope)?
+            }
+            Entry::Call {
+                function,
+                span,
+                args,
+            } => {
+                let callee = scope.lookup(function).ok_or_else(|| {
+                    Diagnostic::new(
+                        "ferrax::name::undefined",
+                        *span,
+                        format!("the module has no function `{function}`"),
+                    )
+                    .label("not defined in the module")
+                })?;
+                let mut positional = vec![];
+                let mut keywords = vec![];
+                let mut index = 0;
+                for arg in args {
+                    let value = match &arg.kind {
+                        EntryArgKind::Array(ty) => {
+                            index += 1;
+                            Value::Array(interp.emit.argument(index - 1, ty.clone()))
+                        }
+                        EntryArgKind::Static(value) => static_to_value(value),
+                    };
+                    match &arg.name {
+                        Some(name) => keywords.push((name.clone(), value)),
+                        None => positional.push(value),
+                    }
+                }
+                interp.call(&callee, positional, keywords, *span)?
+            }
+        };
+        let mut leaves = vec![];
+        let span = match entry {
+            Entry::Expr(expr) => expr.span,
+            Entry::Call { span, .. } => *span,
+        };
+        let output = collect_output(&value, &mut leaves, span)?;
+        let results: Vec<_> = leaves.iter().map(|t| interp.emit.value(t)).collect();
+        let result_types: Vec<Type<'c>> = leaves
+            .iter()
+            .map(|t| interp.emit.tensor_type(&t.ty))
+            .collect();
+        interp.emit.append(func::r#return(&results, location));
+        (output, result_types)
+    };
+    let region = Region::new();
+    region.append_block(block);
+    let function_type = FunctionType::new(context, &input_types, &result_types);
+    let operation = func::func(
+        context,
+        StringAttribute::new(context, function),
+        TypeAttribute::new(function_type.into()),
+        region,
+        &[(
+            Identifier::new(context, "llvm.emit_c_interface"),
+            Attribute::unit(context),
+        )],
+        location,
+    );
+    let mlir_module = Module::new(location);
+    mlir_module.body().append_operation(operation);
+    Ok(Traced {
+        module: mlir_module,
+        function: function.to_string(),
+        inputs,
+        output,
+    })
+}
+
+fn static_to_value(value: &StaticValue) -> Value {
+    match value {
+        StaticValue::None => Value::None,
+        StaticValue::Bool(b) => Value::Bool(*b),
+        StaticValue::Int(i) => Value::Int(*i),
+        StaticValue::Float(f) => Value::Float(*f),
+        StaticValue::Str(s) => Value::Str(s.as_str().into()),
+    }
+}
+
+fn collect_output(
+    value: &Value,
+    leaves: &mut Vec<value::Traced>,
+    span: Span,
+) -> Result<Output, Diagnostic> {
+    Ok(match value {
+        Value::Array(traced) => {
+            leaves.push(traced.clone());
+            Output::Array {
+                index: leaves.len() - 1,
+                ty: traced.ty.clone(),
+            }
+        }
+        Value::None => Output::Static(StaticValue::None),
+        Value::Bool(b) => Output::Static(StaticValue::Bool(*b)),
+        Value::Int(i) => Output::Static(StaticValue::Int(*i)),
+        Value::Float(f) => Output::Static(StaticValue::Float(*f)),
+        Value::Str(s) => Output::Static(StaticValue::Str(s.to_string())),
+        Value::Tuple(items) => Output::Tuple(
+            items
+                .iter()
+                .map(|v| collect_output(v, leaves, span))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::List(items) => Output::List(
+            items
+                .iter()
+                .map(|v| collect_output(v, leaves, span))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => {
+            return Err(Diagnostic::new(
+                "ferrax::output",
+                span,
+                format!(
+                    "the result is {}, which has no value to print",
+                    other.describe()
+                ),
+            )
+            .label("this is not an array, a number or a tuple")
+            .help("call the function to get a value"));
+        }
+    })
+}

@@ -1,0 +1,1690 @@
+//! The library the language provides: modules and their functions (`jax`, `jax.numpy`,
+//! `jax.lax`, `functools`, `math`, Python builtins), array attributes, methods and indexing.
+
+use super::emit::{Binary, DResult, Unary};
+use super::interp::{Interp, number};
+use super::value::{
+    ArrayType, CustomKind, CustomRule, DType, Traced, Transform, Value, shape_repr,
+};
+use crate::diagnostic::Diagnostic;
+use crate::syntax::ast::BinOp;
+use crate::syntax::span::Span;
+use ferrax_dialects::fx::{Predicate, ReduceKind};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+const MODULES: &[&str] = &[
+    "jax",
+    "jax.numpy",
+    "jax.lax",
+    "jax.nn",
+    "jax.scipy",
+    "jax.scipy.special",
+    "functools",
+    "math",
+];
+
+/// Every library function, by qualified name.
+const FUNCTIONS: &[&str] = &[
+    "jax.jit",
+    "jax.grad",
+    "jax.value_and_grad",
+    "jax.vjp",
+    "jax.jvp",
+    "jax.jacfwd",
+    "jax.jacrev",
+    "jax.hessian",
+    "jax.vmap",
+    "jax.custom_jvp",
+    "jax.custom_vjp",
+    "jax.checkpoint",
+    "jax.remat",
+    "jax.numpy.array",
+    "jax.numpy.asarray",
+    "jax.numpy.zeros",
+    "jax.numpy.ones",
+    "jax.numpy.full",
+    "jax.numpy.zeros_like",
+    "jax.numpy.ones_like",
+    "jax.numpy.full_like",
+    "jax.numpy.arange",
+    "jax.numpy.linspace",
+    "jax.numpy.exp",
+    "jax.numpy.log",
+    "jax.numpy.log1p",
+    "jax.numpy.expm1",
+    "jax.numpy.sin",
+    "jax.numpy.cos",
+    "jax.numpy.tanh",
+    "jax.numpy.sqrt",
+    "jax.numpy.abs",
+    "jax.numpy.absolute",
+    "jax.numpy.sign",
+    "jax.numpy.floor",
+    "jax.numpy.square",
+    "jax.numpy.reciprocal",
+    "jax.numpy.negative",
+    "jax.numpy.add",
+    "jax.numpy.subtract",
+    "jax.numpy.multiply",
+    "jax.numpy.divide",
+    "jax.numpy.true_divide",
+    "jax.numpy.power",
+    "jax.numpy.maximum",
+    "jax.numpy.minimum",
+    "jax.numpy.clip",
+    "jax.numpy.where",
+    "jax.numpy.sum",
+    "jax.numpy.max",
+    "jax.numpy.min",
+    "jax.numpy.mean",
+    "jax.numpy.dot",
+    "jax.numpy.matmul",
+    "jax.numpy.reshape",
+    "jax.numpy.ravel",
+    "jax.numpy.logical_not",
+    "jax.numpy.logical_and",
+    "jax.numpy.logical_or",
+    "jax.numpy.float32",
+    "jax.numpy.float64",
+    "jax.numpy.int32",
+    "jax.numpy.int64",
+    "jax.numpy.bool_",
+    "jax.lax.exp",
+    "jax.lax.log",
+    "jax.lax.log1p",
+    "jax.lax.expm1",
+    "jax.lax.sin",
+    "jax.lax.cos",
+    "jax.lax.tanh",
+    "jax.lax.sqrt",
+    "jax.lax.abs",
+    "jax.lax.sign",
+    "jax.lax.floor",
+    "jax.lax.neg",
+    "jax.lax.add",
+    "jax.lax.sub",
+    "jax.lax.mul",
+    "jax.lax.div",
+    "jax.lax.max",
+    "jax.lax.min",
+    "jax.lax.pow",
+    "jax.lax.integer_pow",
+    "jax.lax.select",
+    "jax.lax.stop_gradient",
+    "functools.partial",
+    "math.sqrt",
+    "math.exp",
+    "math.log",
+    "math.floor",
+    "math.ceil",
+    "math.sin",
+    "math.cos",
+    "builtins.abs",
+    "builtins.min",
+    "builtins.max",
+    "builtins.sum",
+    "builtins.len",
+    "builtins.range",
+    "builtins.float",
+    "builtins.int",
+    "builtins.bool",
+    "builtins.tuple",
+    "builtins.list",
+    "builtins.zip",
+    "builtins.enumerate",
+    "builtins.print",
+    "builtins.isinstance",
+];
+
+/// The canonical name of an importable module (`numpy` is `jax.numpy`).
+pub fn module(name: &str) -> Option<&'static str> {
+    if name == "numpy" {
+        return Some("jax.numpy");
+    }
+    MODULES.iter().find(|m| **m == name).copied()
+}
+
+fn function(qualified: &str) -> Option<&'static str> {
+    FUNCTIONS.iter().find(|f| **f == qualified).copied()
+}
+
+/// `module.name`: a submodule, a constant, a dtype or a function.
+pub fn module_attribute(module_name: &str, name: &str) -> Option<Value> {
+    let qualified = format!("{module_name}.{name}");
+    if let Some(m) = module(&qualified) {
+        return Some(Value::Module(m));
+    }
+    if matches!(module_name, "math" | "jax.numpy") {
+        match name {
+            "pi" => return Some(Value::Float(std::f64::consts::PI)),
+            "e" => return Some(Value::Float(std::f64::consts::E)),
+            "inf" => return Some(Value::Float(f64::INFINITY)),
+            "nan" => return Some(Value::Float(f64::NAN)),
+            _ => {}
+        }
+    }
+    if module_name == "jax.numpy"
+        && let Some(dtype) = DType::parse(name)
+    {
+        return Some(Value::DType(dtype));
+    }
+    function(&qualified).map(Value::Builtin)
+}
+
+pub fn python_builtin(name: &str) -> Option<Value> {
+    function(&format!("builtins.{name}")).map(Value::Builtin)
+}
+
+/// `value.name`.
+pub fn attribute(interp: &mut Interp, value: &Value, name: &str, span: Span) -> DResult<Value> {
+    match value {
+        Value::Module(module_name) => module_attribute(module_name, name).ok_or_else(|| {
+            Diagnostic::new(
+                "ferrax::unsupported",
+                span,
+                format!("`{module_name}.{name}` is not available"),
+            )
+            .label("not supported yet")
+            .help("LANGUAGE.md §5 lists the functions of the language")
+        }),
+        Value::Array(traced) => match name {
+            "shape" => Ok(Value::Tuple(Rc::new(
+                traced.ty.shape.iter().map(|d| Value::Int(*d)).collect(),
+            ))),
+            "ndim" => Ok(Value::Int(traced.ty.shape.len() as i64)),
+            "size" => Ok(Value::Int(traced.ty.size())),
+            "dtype" => Ok(Value::DType(traced.ty.dtype)),
+            "T" if traced.ty.shape.len() <= 1 => Ok(value.clone()),
+            "sum" | "mean" | "max" | "min" | "reshape" | "astype" | "ravel" => Ok(Value::Method {
+                receiver: Rc::new(value.clone()),
+                name: name.into(),
+            }),
+            _ => Err(Diagnostic::not_supported(
+                span,
+                format!("the array attribute `{name}`"),
+            )),
+        },
+        Value::Custom(rule) => {
+            let expected = match rule.borrow().kind {
+                CustomKind::Jvp => "defjvp",
+                CustomKind::Vjp => "defvjp",
+            };
+            if name == expected {
+                Ok(Value::Method {
+                    receiver: Rc::new(value.clone()),
+                    name: name.into(),
+                })
+            } else {
+                Err(Diagnostic::new(
+                    "ferrax::name::attribute",
+                    span,
+                    format!("a custom-rule function has no attribute `{name}`"),
+                )
+                .help(format!("register its rule with `.{expected}`")))
+            }
+        }
+        _ => {
+            let _ = interp;
+            Err(Diagnostic::new(
+                "ferrax::name::attribute",
+                span,
+                format!("{} has no attribute `{name}`", value.describe()),
+            )
+            .label("here"))
+        }
+    }
+}
+
+/// Positional-or-keyword arguments of a library call.
+struct Args {
+    function: &'static str,
+    positional: Vec<Value>,
+    keywords: Vec<(String, Value)>,
+    span: Span,
+}
+
+impl Args {
+    fn get(&mut self, index: usize, key: &str) -> Option<Value> {
+        if let Some(at) = self.keywords.iter().position(|(k, _)| k == key) {
+            return Some(self.keywords.remove(at).1);
+        }
+        self.positional
+            .get_mut(index)
+            .map(|slot| std::mem::replace(slot, Value::None))
+            .filter(|v| !matches!(v, Value::None))
+    }
+
+    fn required(&mut self, index: usize, key: &str) -> DResult<Value> {
+        self.get(index, key).ok_or_else(|| {
+            Diagnostic::new(
+                "ferrax::call::arity",
+                self.span,
+                format!(
+                    "{}() missing required argument '{key}'",
+                    short_name(self.function)
+                ),
+            )
+            .label("called here")
+        })
+    }
+
+    fn array(&mut self, interp: &mut Interp, index: usize, key: &str) -> DResult<Traced> {
+        let value = self.required(index, key)?;
+        interp.emit.to_array(self.span, &value)
+    }
+}
+
+fn short_name(name: &str) -> &str {
+    name.strip_prefix("builtins.").unwrap_or(name)
+}
+
+/// Calls the library function `name`.
+pub fn call(
+    interp: &mut Interp,
+    name: &'static str,
+    positional: Vec<Value>,
+    keywords: Vec<(String, Value)>,
+    span: Span,
+) -> DResult<Value> {
+    let mut args = Args {
+        function: name,
+        positional,
+        keywords,
+        span,
+    };
+    let short = name.rsplit('.').next().unwrap_or(name);
+    let module_name = &name[..name.len() - short.len()].trim_end_matches('.');
+    match *module_name {
+        "builtins" => return python_call(interp, &mut args, short),
+        "math" => {
+            let x = static_float(&args.required(0, "x")?, span)?;
+            let result = match short {
+                "sqrt" => x.sqrt(),
+                "exp" => x.exp(),
+                "log" => x.ln(),
+                "sin" => x.sin(),
+                "cos" => x.cos(),
+                "floor" => return Ok(Value::Int(x.floor() as i64)),
+                _ => return Ok(Value::Int(x.ceil() as i64)),
+            };
+            return Ok(Value::Float(result));
+        }
+        "functools" => {
+            let func = args.required(0, "func")?;
+            let bound = args.positional.split_off(1.min(args.positional.len()));
+            return Ok(Value::Partial {
+                func: Rc::new(func),
+                args: Rc::new(bound),
+                keywords: Rc::new(args.keywords),
+            });
+        }
+        "jax" => return jax_call(interp, &mut args, short),
+        _ => {}
+    }
+    if let Some(op) = unary_op(short) {
+        let x = args.array(interp, 0, "x")?;
+        return Ok(Value::Array(interp.emit.unary(span, op, &x)));
+    }
+    let binop = match short {
+        "add" => Some(BinOp::Add),
+        "subtract" | "sub" => Some(BinOp::Sub),
+        "multiply" | "mul" => Some(BinOp::Mul),
+        "divide" | "true_divide" | "div" => Some(BinOp::Div),
+        "power" | "pow" => Some(BinOp::Pow),
+        _ => None,
+    };
+    if let Some(op) = binop {
+        let x = args.required(0, "x1")?;
+        let y = args.required(1, "x2")?;
+        if short == "div" && *module_name == "jax.lax" {
+            let (a, b) = (
+                interp.emit.to_array(span, &x)?,
+                interp.emit.to_array(span, &y)?,
+            );
+            let (a, b) = interp.emit.unify(span, &a, &b)?;
+            return Ok(Value::Array(interp.emit.binary(span, Binary::Div, &a, &b)));
+        }
+        return interp.binop(op, x, y, span);
+    }
+    match short {
+        "array" | "asarray" => {
+            let value = args.required(0, "object")?;
+            let mut array = interp.emit.to_array(span, &value)?;
+            array.ty.weak = false;
+            match args.get(1, "dtype") {
+                Some(dtype) => Ok(Value::Array(convert_to(interp, &array, &dtype, span)?)),
+                None => Ok(Value::Array(array)),
+            }
+        }
+        "float32" | "float64" | "int32" | "int64" | "bool_" => {
+            let array = args.array(interp, 0, "x")?;
+            let dtype = DType::parse(short).unwrap_or(DType::F32);
+            let mut converted = interp.emit.convert(span, &array, dtype);
+            converted.ty.weak = false;
+            Ok(Value::Array(converted))
+        }
+        "zeros" | "ones" | "full" => {
+            let shape = static_shape(&args.required(0, "shape")?, span)?;
+            let (fill, dtype_index) = match short {
+                "zeros" => (Value::Float(0.0), 1),
+                "ones" => (Value::Float(1.0), 1),
+                _ => (args.required(1, "fill_value")?, 2),
+            };
+            let dtype = match args.get(dtype_index, "dtype") {
+                Some(d) => dtype_of(&d, span)?,
+                None => default_dtype(&fill),
+            };
+            filled(interp, &fill, ArrayType::new(dtype, shape), span)
+        }
+        "zeros_like" | "ones_like" | "full_like" => {
+            let like = args.array(interp, 0, "a")?;
+            let fill = match short {
+                "zeros_like" => Value::Float(0.0),
+                "ones_like" => Value::Float(1.0),
+                _ => args.required(1, "fill_value")?,
+            };
+            filled(
+                interp,
+                &fill,
+                ArrayType::new(like.ty.dtype, like.ty.shape.clone()),
+                span,
+            )
+        }
+        "arange" => {
+            let first = args.required(0, "start")?;
+            let second = args.get(1, "stop");
+            let step = args.get(2, "step").unwrap_or(Value::Int(1));
+            let (start, stop) = match second {
+                Some(stop) => (first, stop),
+                None => (Value::Int(0), first),
+            };
+            let is_int = [&start, &stop, &step]
+                .iter()
+                .all(|v| matches!(v, Value::Int(_) | Value::Bool(_)));
+            let (a, b, s) = (
+                static_float(&start, span)?,
+                static_float(&stop, span)?,
+                static_float(&step, span)?,
+            );
+            if s == 0.0 {
+                return Err(Diagnostic::new(
+                    "ferrax::static::zero_division",
+                    span,
+                    "arange step must not be zero",
+                ));
+            }
+            let n = ((b - a) / s).ceil().max(0.0) as usize;
+            if n > 1 << 28 {
+                return Err(Diagnostic::new(
+                    "ferrax::shape::too_large",
+                    span,
+                    format!("arange of {n} elements is too large"),
+                ));
+            }
+            let values: Vec<f64> = (0..n).map(|i| a + s * i as f64).collect();
+            let dtype = match args.get(3, "dtype") {
+                Some(d) => dtype_of(&d, span)?,
+                None if is_int => DType::I32,
+                None => DType::F32,
+            };
+            Ok(Value::Array(interp.emit.constant(
+                span,
+                &values,
+                ArrayType::new(dtype, vec![n as i64]),
+            )))
+        }
+        "linspace" => {
+            let start = static_float(&args.required(0, "start")?, span)?;
+            let stop = static_float(&args.required(1, "stop")?, span)?;
+            let num = match args.get(2, "num") {
+                Some(n) => static_int(&n, span)?,
+                None => 50,
+            };
+            let endpoint = match args.get(3, "endpoint") {
+                Some(e) => interp.truthy(&e, span)?,
+                None => true,
+            };
+            if !(0..=1 << 28).contains(&num) {
+                return Err(Diagnostic::new(
+                    "ferrax::shape::too_large",
+                    span,
+                    format!("linspace of {num} elements is not allowed"),
+                ));
+            }
+            let divisor = if endpoint {
+                (num - 1).max(1)
+            } else {
+                num.max(1)
+            } as f64;
+            let step = (stop - start) / divisor;
+            let values: Vec<f64> = (0..num)
+                .map(|i| {
+                    if endpoint && i == num - 1 && num > 1 {
+                        stop
+                    } else {
+                        start + step * i as f64
+                    }
+                })
+                .collect();
+            Ok(Value::Array(interp.emit.constant(
+                span,
+                &values,
+                ArrayType::new(DType::F32, vec![num]),
+            )))
+        }
+        "square" => {
+            let x = args.array(interp, 0, "x")?;
+            Ok(Value::Array(interp.emit.integer_pow(span, &x, 2)))
+        }
+        "reciprocal" => {
+            let x = args.required(0, "x")?;
+            interp.binop(BinOp::Div, Value::Float(1.0), x, span)
+        }
+        "integer_pow" => {
+            let x = args.array(interp, 0, "x")?;
+            let y = static_int(&args.required(1, "y")?, span)?;
+            Ok(Value::Array(interp.emit.integer_pow(span, &x, y)))
+        }
+        "maximum" | "minimum" | "max" | "min" if *module_name == "jax.lax" || short.len() > 3 => {
+            let a = args.array(interp, 0, "x1")?;
+            let b = args.array(interp, 1, "x2")?;
+            let (a, b) = interp.emit.unify(span, &a, &b)?;
+            let op = if short.starts_with("max") {
+                Binary::Max
+            } else {
+                Binary::Min
+            };
+            Ok(Value::Array(interp.emit.binary(span, op, &a, &b)))
+        }
+        "clip" => {
+            let x = args.array(interp, 0, "a")?;
+            let low = args.get(1, "a_min").or_else(|| args.get(99, "min"));
+            let high = args.get(2, "a_max").or_else(|| args.get(99, "max"));
+            let mut result = x;
+            if let Some(low) = low {
+                let low = interp.emit.to_array(span, &low)?;
+                let (a, b) = interp.emit.unify(span, &result, &low)?;
+                result = interp.emit.binary(span, Binary::Max, &a, &b);
+            }
+            if let Some(high) = high {
+                let high = interp.emit.to_array(span, &high)?;
+                let (a, b) = interp.emit.unify(span, &result, &high)?;
+                result = interp.emit.binary(span, Binary::Min, &a, &b);
+            }
+            Ok(Value::Array(result))
+        }
+        "where" | "select" => {
+            let condition = args.array(interp, 0, "condition")?;
+            let x = args.array(interp, 1, "x")?;
+            let y = args.array(interp, 2, "y")?;
+            Ok(Value::Array(where_(interp, &condition, &x, &y, span)?))
+        }
+        "sum" | "max" | "min" | "mean" => {
+            let x = args.array(interp, 0, "a")?;
+            let axis = args.get(1, "axis");
+            let keepdims = match args.get(99, "keepdims") {
+                Some(k) => interp.truthy(&k, span)?,
+                None => false,
+            };
+            reduction(interp, short, &x, axis.as_ref(), keepdims, span).map(Value::Array)
+        }
+        "dot" | "matmul" => {
+            let a = args.array(interp, 0, "a")?;
+            let b = args.array(interp, 1, "b")?;
+            dot(interp, &a, &b, span).map(Value::Array)
+        }
+        "reshape" => {
+            let x = args.array(interp, 0, "a")?;
+            let shape = args.required(1, "newshape")?;
+            reshape(interp, &x, &shape, span).map(Value::Array)
+        }
+        "ravel" => {
+            let x = args.array(interp, 0, "a")?;
+            let n = x.ty.size();
+            Ok(Value::Array(interp.emit.reshape(span, &x, &[n])))
+        }
+        "logical_not" => {
+            let x = args.array(interp, 0, "x")?;
+            let x = to_bool(interp, &x, span);
+            Ok(Value::Array(interp.emit.unary(span, Unary::Not, &x)))
+        }
+        "logical_and" | "logical_or" => {
+            let a = args.array(interp, 0, "x1")?;
+            let b = args.array(interp, 1, "x2")?;
+            let (a, b) = (to_bool(interp, &a, span), to_bool(interp, &b, span));
+            let (a, b) = interp.emit.unify(span, &a, &b)?;
+            let op = if short == "logical_and" {
+                Binary::And
+            } else {
+                Binary::Or
+            };
+            Ok(Value::Array(interp.emit.binary(span, op, &a, &b)))
+        }
+        "stop_gradient" => Ok(Value::Array(args.array(interp, 0, "x")?)),
+        _ => Err(Diagnostic::not_supported(span, format!("`{name}`"))),
+    }
+}
+
+fn unary_op(short: &str) -> Option<Unary> {
+    Some(match short {
+        "exp" => Unary::Exp,
+        "log" => Unary::Log,
+        "log1p" => Unary::Log1p,
+        "expm1" => Unary::Expm1,
+        "sin" => Unary::Sin,
+        "cos" => Unary::Cos,
+        "tanh" => Unary::Tanh,
+        "sqrt" => Unary::Sqrt,
+        "abs" | "absolute" => Unary::Abs,
+        "sign" => Unary::Sign,
+        "floor" => Unary::Floor,
+        "negative" | "neg" => Unary::Neg,
+        _ => return None,
+    })
+}
+
+fn python_call(interp: &mut Interp, args: &mut Args, short: &str) -> DResult<Value> {
+    let span = args.span;
+    match short {
+        "range" => {
+            let values: Vec<i64> = args
+                .positional
+                .iter()
+                .map(|v| static_int(v, span))
+                .collect::<DResult<_>>()?;
+            let (start, stop, step) = match values.as_slice() {
+                [stop] => (0, *stop, 1),
+                [start, stop] => (*start, *stop, 1),
+                [start, stop, step] if *step != 0 => (*start, *stop, *step),
+                _ => {
+                    return Err(Diagnostic::new(
+                        "ferrax::call::arity",
+                        span,
+                        "range() takes 1 to 3 integers, the step not zero",
+                    ));
+                }
+            };
+            let count = if step > 0 {
+                (stop - start + step - 1) / step
+            } else {
+                (start - stop - step - 1) / -step
+            };
+            if count > 1 << 20 {
+                return Err(Diagnostic::new(
+                    "ferrax::trace::loop",
+                    span,
+                    format!("a loop of {count} iterations is unrolled, which is too many"),
+                )
+                .help("use `jax.lax.fori_loop` for long loops"));
+            }
+            Ok(Value::Tuple(Rc::new(
+                (0..count.max(0))
+                    .map(|i| Value::Int(start + i * step))
+                    .collect(),
+            )))
+        }
+        "len" => match args.required(0, "obj")? {
+            Value::Tuple(items) | Value::List(items) => Ok(Value::Int(items.len() as i64)),
+            Value::Str(s) => Ok(Value::Int(s.chars().count() as i64)),
+            Value::Array(t) if !t.ty.shape.is_empty() => Ok(Value::Int(t.ty.shape[0])),
+            other => Err(Diagnostic::new(
+                "ferrax::type::len",
+                span,
+                format!("{} has no len()", other.describe()),
+            )),
+        },
+        "float" | "int" | "bool" => {
+            let value = args.get(0, "x").unwrap_or(Value::Int(0));
+            match (short, number(&value)) {
+                ("float", Some(n)) => Ok(Value::Float(n.as_f64())),
+                ("int", Some(n)) => Ok(Value::Int(n.as_f64().trunc() as i64)),
+                ("bool", _) => Ok(Value::Bool(interp.truthy(&value, span)?)),
+                (_, None) if matches!(value, Value::Array(_)) => Err(Diagnostic::new(
+                    "ferrax::trace::concrete",
+                    span,
+                    format!("{short}() needs a static value, and this is an array known only when the program runs"),
+                )
+                .help("keep it an array, or use `x.astype(...)`")),
+                _ => Err(Diagnostic::new("ferrax::type::convert", span, format!("{short}() cannot convert {}", value.describe()))),
+            }
+        }
+        "tuple" | "list" => {
+            let items = match args.get(0, "iterable") {
+                Some(Value::Tuple(items) | Value::List(items)) => items.as_ref().clone(),
+                None => vec![],
+                Some(other) => {
+                    return Err(Diagnostic::new(
+                        "ferrax::type::iterate",
+                        span,
+                        format!("cannot make a {short} of {}", other.describe()),
+                    ));
+                }
+            };
+            Ok(if short == "tuple" {
+                Value::Tuple(Rc::new(items))
+            } else {
+                Value::List(Rc::new(items))
+            })
+        }
+        "zip" => {
+            let mut sequences = vec![];
+            for value in &args.positional {
+                match value {
+                    Value::Tuple(items) | Value::List(items) => sequences.push(items.clone()),
+                    other => {
+                        return Err(Diagnostic::new(
+                            "ferrax::type::iterate",
+                            span,
+                            format!("zip() needs tuples or lists, found {}", other.describe()),
+                        ));
+                    }
+                }
+            }
+            let n = sequences.iter().map(|s| s.len()).min().unwrap_or(0);
+            Ok(Value::Tuple(Rc::new(
+                (0..n)
+                    .map(|i| {
+                        Value::Tuple(Rc::new(sequences.iter().map(|s| s[i].clone()).collect()))
+                    })
+                    .collect(),
+            )))
+        }
+        "enumerate" => match args.required(0, "iterable")? {
+            Value::Tuple(items) | Value::List(items) => Ok(Value::Tuple(Rc::new(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Value::Tuple(Rc::new(vec![Value::Int(i as i64), v.clone()])))
+                    .collect(),
+            ))),
+            other => Err(Diagnostic::new(
+                "ferrax::type::iterate",
+                span,
+                format!(
+                    "enumerate() needs a tuple or list, found {}",
+                    other.describe()
+                ),
+            )),
+        },
+        "abs" => {
+            let value = args.required(0, "x")?;
+            match value {
+                Value::Int(i) => Ok(Value::Int(i.abs())),
+                Value::Float(f) => Ok(Value::Float(f.abs())),
+                other => {
+                    let x = interp.emit.to_array(span, &other)?;
+                    Ok(Value::Array(interp.emit.unary(span, Unary::Abs, &x)))
+                }
+            }
+        }
+        "min" | "max" | "sum" => {
+            let items = match args.positional.as_slice() {
+                [Value::Tuple(items) | Value::List(items)] => items.as_ref().clone(),
+                [Value::Array(_)] => {
+                    return call(
+                        interp,
+                        if short == "sum" {
+                            "jax.numpy.sum"
+                        } else if short == "min" {
+                            "jax.numpy.min"
+                        } else {
+                            "jax.numpy.max"
+                        },
+                        args.positional.clone(),
+                        vec![],
+                        span,
+                    );
+                }
+                items => items.to_vec(),
+            };
+            let mut iter = items.into_iter();
+            let Some(mut acc) = (if short == "sum" {
+                Some(Value::Int(0))
+            } else {
+                iter.next()
+            }) else {
+                return Err(Diagnostic::new(
+                    "ferrax::call::arity",
+                    span,
+                    format!("{short}() of an empty sequence"),
+                ));
+            };
+            for item in iter {
+                acc = match short {
+                    "sum" => interp.binop(BinOp::Add, acc, item, span)?,
+                    _ => {
+                        let op = if short == "min" {
+                            crate::syntax::ast::CmpOp::Lt
+                        } else {
+                            crate::syntax::ast::CmpOp::Gt
+                        };
+                        let better = interp.compare(op, &item, &acc, span)?;
+                        if interp.truthy(&better, span)? {
+                            item
+                        } else {
+                            acc
+                        }
+                    }
+                };
+            }
+            Ok(acc)
+        }
+        "isinstance" => Err(Diagnostic::not_supported(span, "`isinstance`")),
+        _ => Err(Diagnostic::new(
+            "ferrax::syntax::unsupported",
+            span,
+            "`print` is not part of the language",
+        )
+        .label("not supported")
+        .help("use `jax.debug.print` to print values at run time")),
+    }
+}
+
+fn jax_call(interp: &mut Interp, args: &mut Args, short: &'static str) -> DResult<Value> {
+    let span = args.span;
+    match short {
+        "jit" => {
+            let func = args.get(0, "fun");
+            let static_argnums = match args.get(1, "static_argnums") {
+                Some(v) => int_list(&v, span)?,
+                None => vec![],
+            };
+            let static_argnames = match args.get(99, "static_argnames") {
+                Some(Value::Str(s)) => vec![s.to_string()],
+                Some(Value::Tuple(items) | Value::List(items)) => items
+                    .iter()
+                    .map(|v| {
+                        if let Value::Str(s) = v {
+                            Ok(s.to_string())
+                        } else {
+                            Err(Diagnostic::new(
+                                "ferrax::jit",
+                                span,
+                                "static_argnames must be strings",
+                            ))
+                        }
+                    })
+                    .collect::<DResult<_>>()?,
+                Some(other) => {
+                    return Err(Diagnostic::new(
+                        "ferrax::jit",
+                        span,
+                        format!(
+                            "static_argnames must be strings, found {}",
+                            other.describe()
+                        ),
+                    ));
+                }
+                None => vec![],
+            };
+            for (key, value) in &args.keywords {
+                match key.as_str() {
+                    "donate_argnums" | "keep_unused" | "device" | "inline" => {}
+                    "backend" => match value {
+                        Value::Str(s) if matches!(s.as_ref(), "cpu" | "gpu" | "cuda") => {}
+                        _ => {
+                            return Err(Diagnostic::new(
+                                "ferrax::jit",
+                                span,
+                                "backend must be 'cpu', 'gpu' or 'cuda'",
+                            ));
+                        }
+                    },
+                    other => {
+                        return Err(Diagnostic::new(
+                            "ferrax::jit",
+                            span,
+                            format!("jit() got an unexpected keyword argument '{other}'"),
+                        ));
+                    }
+                }
+            }
+            let Some(func) = func else {
+                return Ok(Value::Partial {
+                    func: Rc::new(Value::Builtin("jax.jit")),
+                    args: Rc::new(vec![]),
+                    keywords: Rc::new(vec![
+                        (
+                            "static_argnums".into(),
+                            Value::Tuple(Rc::new(
+                                static_argnums.into_iter().map(Value::Int).collect(),
+                            )),
+                        ),
+                        (
+                            "static_argnames".into(),
+                            Value::Tuple(Rc::new(
+                                static_argnames
+                                    .into_iter()
+                                    .map(|s| Value::Str(s.into()))
+                                    .collect(),
+                            )),
+                        ),
+                    ]),
+                });
+            };
+            check_callable(&func, span)?;
+            Ok(Value::Jit {
+                func: Rc::new(func),
+                static_argnums: Rc::new(static_argnums),
+                static_argnames: Rc::new(static_argnames),
+            })
+        }
+        "custom_jvp" | "custom_vjp" => {
+            let func = args.required(0, "fun")?;
+            check_callable(&func, span)?;
+            let kind = if short == "custom_jvp" {
+                CustomKind::Jvp
+            } else {
+                CustomKind::Vjp
+            };
+            Ok(Value::Custom(Rc::new(RefCell::new(CustomRule {
+                kind,
+                primal: func,
+                rules: vec![],
+            }))))
+        }
+        "grad" | "value_and_grad" | "jacfwd" | "jacrev" | "hessian" => {
+            let func = args.required(0, "fun")?;
+            check_callable(&func, span)?;
+            let argnums = args.get(1, "argnums");
+            let has_aux = match args.get(2, "has_aux") {
+                Some(v) => interp.truthy(&v, span)?,
+                None => false,
+            };
+            Ok(Value::Transform(Rc::new(Transform {
+                name: short,
+                func,
+                argnums,
+                has_aux,
+            })))
+        }
+        _ => Err(Diagnostic::not_supported(span, format!("`jax.{short}`"))
+            .help("differentiation and vmap are the next capabilities of the compiler")),
+    }
+}
+
+/// Calls a differentiation transform: checks what JAX checks (a scalar output for `grad`,
+/// float inputs, `argnums` in range), then reports that differentiation is not supported yet.
+pub fn apply_transform(
+    interp: &mut Interp,
+    transform: &Transform,
+    args: Vec<Value>,
+    kwargs: Vec<(String, Value)>,
+    span: Span,
+) -> DResult<Value> {
+    let argnums = match &transform.argnums {
+        Some(v) => int_list(v, span)?,
+        None => vec![0],
+    };
+    for argnum in &argnums {
+        if *argnum < 0 || *argnum as usize >= args.len() {
+            return Err(Diagnostic::new(
+                "ferrax::autodiff::argnums",
+                span,
+                format!(
+                    "argnums {argnum} is out of range for a call with {} positional arguments",
+                    args.len()
+                ),
+            )
+            .label("called here"));
+        }
+        let arg = &args[*argnum as usize];
+        let dtype = match arg {
+            Value::Float(_) => DType::F32,
+            Value::Array(t) => t.ty.dtype,
+            Value::Int(_) | Value::Bool(_) => DType::I32,
+            _ => DType::F32,
+        };
+        if !dtype.is_float() {
+            return Err(Diagnostic::new(
+                "ferrax::autodiff::integer_input",
+                span,
+                format!(
+                    "{} requires real-valued inputs (a float dtype), but argument {argnum} is {}",
+                    transform.name,
+                    dtype.name()
+                ),
+            )
+            .label("differentiated here")
+            .help("pass a float, e.g. `1.0` instead of `1`"));
+        }
+    }
+    let output = interp.call(&transform.func, args, kwargs, span)?;
+    if matches!(transform.name, "grad" | "value_and_grad") && !transform.has_aux {
+        let shape = match &output {
+            Value::Array(t) => t.ty.shape.clone(),
+            Value::Float(_) | Value::Int(_) => vec![],
+            other => {
+                return Err(Diagnostic::new(
+                    "ferrax::autodiff::output",
+                    span,
+                    format!(
+                        "{} needs a function that returns one scalar, not {}",
+                        transform.name,
+                        other.describe()
+                    ),
+                )
+                .label("differentiated here"));
+            }
+        };
+        if !shape.is_empty() {
+            return Err(Diagnostic::new(
+                "ferrax::autodiff::nonscalar",
+                span,
+                format!("gradient only defined for scalar-output functions; the output had shape {}", shape_repr(&shape)),
+            )
+            .label("differentiated here")
+            .help("reduce the output to a scalar (e.g. `jnp.sum`), or use `jax.jacrev` / `jax.vjp` for vector outputs"));
+        }
+    }
+    Err(Diagnostic::not_supported(
+        span,
+        format!("differentiation (`jax.{}`)", transform.name),
+    ))
+}
+
+fn check_callable(func: &Value, span: Span) -> DResult<()> {
+    if func.is_callable() {
+        Ok(())
+    } else {
+        Err(Diagnostic::new(
+            "ferrax::type::not_callable",
+            span,
+            format!("expected a function, found {}", func.describe()),
+        )
+        .label("not a function"))
+    }
+}
+
+/// `receiver.name(args)`.
+pub fn call_method(
+    interp: &mut Interp,
+    receiver: &Value,
+    name: &str,
+    args: Vec<Value>,
+    kwargs: Vec<(String, Value)>,
+    span: Span,
+) -> DResult<Value> {
+    match (receiver, name) {
+        (Value::Custom(_), "defjvp") => {
+            let rule = args.into_iter().next().ok_or_else(|| {
+                Diagnostic::new(
+                    "ferrax::call::arity",
+                    span,
+                    "defjvp() needs the rule function",
+                )
+            })?;
+            check_callable(&rule, span)?;
+            interp.register_rule(receiver, CustomKind::Jvp, vec![rule.clone()], span)?;
+            Ok(rule)
+        }
+        (Value::Custom(_), "defvjp") => {
+            if args.len() != 2 {
+                return Err(Diagnostic::new(
+                    "ferrax::call::arity",
+                    span,
+                    "defvjp() takes the forward and the backward function",
+                ));
+            }
+            for rule in &args {
+                check_callable(rule, span)?;
+            }
+            interp.register_rule(receiver, CustomKind::Vjp, args, span)?;
+            Ok(Value::None)
+        }
+        (Value::Array(_), "astype") => {
+            let dtype = args.first().ok_or_else(|| {
+                Diagnostic::new("ferrax::call::arity", span, "astype() needs a dtype")
+            })?;
+            let Value::Array(x) = receiver else {
+                unreachable!("matched an array")
+            };
+            convert_to(interp, x, dtype, span).map(Value::Array)
+        }
+        (Value::Array(_), "reshape") => {
+            let shape = match args.as_slice() {
+                [one] => one.clone(),
+                many => Value::Tuple(Rc::new(many.to_vec())),
+            };
+            let Value::Array(x) = receiver else {
+                unreachable!("matched an array")
+            };
+            reshape(interp, x, &shape, span).map(Value::Array)
+        }
+        (Value::Array(_), "sum" | "mean" | "max" | "min" | "ravel") => {
+            let mut all = vec![receiver.clone()];
+            all.extend(args);
+            let qualified = function(&format!("jax.numpy.{name}")).unwrap_or("jax.numpy.sum");
+            call(interp, qualified, all, kwargs, span)
+        }
+        _ => Err(Diagnostic::not_supported(
+            span,
+            format!("`.{name}()` on {}", receiver.describe()),
+        )),
+    }
+}
+
+/// `value[index]` for tuples, lists and arrays.
+pub fn subscript(interp: &mut Interp, value: &Value, index: &Value, span: Span) -> DResult<Value> {
+    match value {
+        Value::Tuple(items) | Value::List(items) => match index {
+            Value::Int(_) | Value::Bool(_) => {
+                let n = items.len() as i64;
+                let i = static_int(index, span)?;
+                let at = if i < 0 { i + n } else { i };
+                if !(0..n).contains(&at) {
+                    return Err(Diagnostic::new(
+                        "ferrax::index::range",
+                        span,
+                        format!("index {i} is out of range for a tuple of {n}"),
+                    )
+                    .label("out of range"));
+                }
+                Ok(items[at as usize].clone())
+            }
+            Value::Method { receiver, name } if name.as_ref() == "slice" => {
+                let (start, stop, step) = slice_bounds(receiver, items.len() as i64, span)?;
+                let picked: Vec<Value> = slice_positions(start, stop, step)
+                    .map(|i| items[i as usize].clone())
+                    .collect();
+                Ok(if matches!(value, Value::Tuple(_)) {
+                    Value::Tuple(Rc::new(picked))
+                } else {
+                    Value::List(Rc::new(picked))
+                })
+            }
+            other => Err(Diagnostic::new(
+                "ferrax::index::type",
+                span,
+                format!(
+                    "a tuple index must be a static int or slice, found {}",
+                    other.describe()
+                ),
+            )),
+        },
+        Value::Array(traced) => index_array(interp, span, traced, index),
+        other => Err(Diagnostic::new(
+            "ferrax::index::type",
+            span,
+            format!("{} cannot be indexed", other.describe()),
+        )
+        .label("here")),
+    }
+}
+
+fn slice_positions(start: i64, stop: i64, step: i64) -> impl Iterator<Item = i64> {
+    let count = if step > 0 {
+        (stop - start + step - 1) / step
+    } else {
+        (start - stop - step - 1) / -step
+    };
+    (0..count.max(0)).map(move |k| start + k * step)
+}
+
+/// Python's `slice.indices(n)`.
+fn slice_bounds(parts: &Value, n: i64, span: Span) -> DResult<(i64, i64, i64)> {
+    let Value::Tuple(parts) = parts else {
+        unreachable!("slices are tuples of three")
+    };
+    let get = |v: &Value| -> DResult<Option<i64>> {
+        match v {
+            Value::None => Ok(None),
+            other => static_int(other, span).map(Some),
+        }
+    };
+    let step = get(&parts[2])?.unwrap_or(1);
+    if step == 0 {
+        return Err(Diagnostic::new(
+            "ferrax::index::slice",
+            span,
+            "slice step cannot be zero",
+        ));
+    }
+    let clamp = |v: Option<i64>, default: i64| -> i64 {
+        match v {
+            None => default,
+            Some(v) => {
+                let v = if v < 0 { v + n } else { v };
+                if step > 0 {
+                    v.clamp(0, n)
+                } else {
+                    v.clamp(-1, n - 1)
+                }
+            }
+        }
+    };
+    let (default_start, default_stop) = if step > 0 { (0, n) } else { (n - 1, -1) };
+    Ok((
+        clamp(get(&parts[0])?, default_start),
+        clamp(get(&parts[1])?, default_stop),
+        step,
+    ))
+}
+
+/// Basic indexing of an array with static ints, slices, `None` and `...`.
+pub fn index_array(
+    interp: &mut Interp,
+    span: Span,
+    traced: &Traced,
+    index: &Value,
+) -> DResult<Value> {
+    let items: Vec<Value> = match index {
+        Value::Tuple(items) => items.as_ref().clone(),
+        other => vec![other.clone()],
+    };
+    let rank = traced.ty.shape.len();
+    let consuming = items
+        .iter()
+        .filter(|v| !matches!(v, Value::None) && !is_ellipsis(v))
+        .count();
+    if consuming > rank {
+        return Err(Diagnostic::new(
+            "ferrax::index::rank",
+            span,
+            format!(
+                "too many indices: the array has {rank} dimensions but {consuming} were indexed"
+            ),
+        )
+        .label("here"));
+    }
+    let mut expanded = vec![];
+    let mut seen_ellipsis = false;
+    for item in items {
+        if is_ellipsis(&item) {
+            if seen_ellipsis {
+                return Err(Diagnostic::new(
+                    "ferrax::index::ellipsis",
+                    span,
+                    "an index can only have a single ellipsis ('...')",
+                ));
+            }
+            seen_ellipsis = true;
+            expanded.extend(std::iter::repeat_n(full_slice(), rank - consuming));
+        } else {
+            expanded.push(item);
+        }
+    }
+    let used = expanded
+        .iter()
+        .filter(|v| !matches!(v, Value::None))
+        .count();
+    expanded.extend(std::iter::repeat_n(full_slice(), rank - used));
+    let (mut start, mut limit, mut strides, mut result_shape) = (vec![], vec![], vec![], vec![]);
+    let mut dim = 0;
+    let mut reverse = false;
+    for item in &expanded {
+        match item {
+            Value::None => result_shape.push(1),
+            Value::Int(_) | Value::Bool(_) => {
+                let n = traced.ty.shape[dim];
+                let i = static_int(item, span)?;
+                let at = if i < 0 { i + n } else { i };
+                if !(0..n).contains(&at) {
+                    return Err(Diagnostic::new(
+                        "ferrax::index::range",
+                        span,
+                        format!("index {i} is out of bounds for axis {dim} with size {n}"),
+                    )
+                    .label("out of bounds"));
+                }
+                start.push(at);
+                limit.push(at + 1);
+                strides.push(1);
+                dim += 1;
+            }
+            Value::Method { receiver, name } if name.as_ref() == "slice" => {
+                let n = traced.ty.shape[dim];
+                let (s, e, step) = slice_bounds(receiver, n, span)?;
+                if step < 0 {
+                    reverse = true;
+                }
+                let count = slice_positions(s, e, step).count() as i64;
+                let first = if step > 0 { s } else { s + (count - 1) * step };
+                start.push(if count > 0 { first } else { 0 });
+                limit.push(if count > 0 {
+                    first + (count - 1) * step.abs() + 1
+                } else {
+                    0
+                });
+                strides.push(step.abs());
+                result_shape.push(count);
+                dim += 1;
+            }
+            Value::Array(_) => {
+                return Err(Diagnostic::not_supported(
+                    span,
+                    "indexing with an array (gather)",
+                ));
+            }
+            other => {
+                return Err(Diagnostic::new(
+                    "ferrax::index::type",
+                    span,
+                    format!(
+                        "an index must be a static int, slice, None or ..., found {}",
+                        other.describe()
+                    ),
+                ));
+            }
+        }
+    }
+    if reverse {
+        return Err(Diagnostic::not_supported(
+            span,
+            "a slice with a negative step",
+        ));
+    }
+    let sliced = interp.emit.slice(span, traced, &start, &limit, &strides);
+    Ok(Value::Array(interp.emit.reshape(
+        span,
+        &sliced,
+        &result_shape,
+    )))
+}
+
+fn full_slice() -> Value {
+    Value::Method {
+        receiver: Rc::new(Value::Tuple(Rc::new(vec![
+            Value::None,
+            Value::None,
+            Value::None,
+        ]))),
+        name: "slice".into(),
+    }
+}
+
+fn is_ellipsis(value: &Value) -> bool {
+    matches!(value, Value::Method { name, .. } if name.as_ref() == "...")
+}
+
+/// An arithmetic operator on two arrays, with JAX's semantics.
+pub fn array_binop(
+    interp: &mut Interp,
+    op: BinOp,
+    a: &Traced,
+    b: &Traced,
+    span: Span,
+) -> DResult<Traced> {
+    let (a, b) = interp.emit.unify(span, a, b)?;
+    let dtype = a.ty.dtype;
+    let binary =
+        |interp: &mut Interp, op, a: &Traced, b: &Traced| interp.emit.binary(span, op, a, b);
+    Ok(match op {
+        BinOp::Add if dtype == DType::Bool => binary(interp, Binary::Or, &a, &b),
+        BinOp::Mul if dtype == DType::Bool => binary(interp, Binary::And, &a, &b),
+        BinOp::Add => binary(interp, Binary::Add, &a, &b),
+        BinOp::Sub if dtype == DType::Bool => {
+            return Err(Diagnostic::new(
+                "ferrax::type::operator",
+                span,
+                "subtraction of bool arrays is not allowed",
+            )
+            .help("use `^` or `jnp.logical_xor`"));
+        }
+        BinOp::Sub => binary(interp, Binary::Sub, &a, &b),
+        BinOp::Mul => binary(interp, Binary::Mul, &a, &b),
+        BinOp::Div => {
+            let (a, b) = if dtype.is_float() {
+                (a, b)
+            } else {
+                let weak = a.ty.weak;
+                let mut x = interp.emit.convert(span, &a, DType::F32);
+                let mut y = interp.emit.convert(span, &b, DType::F32);
+                x.ty.weak = weak;
+                y.ty.weak = weak;
+                (x, y)
+            };
+            binary(interp, Binary::Div, &a, &b)
+        }
+        BinOp::FloorDiv if dtype.is_float() => {
+            let q = binary(interp, Binary::Div, &a, &b);
+            interp.emit.unary(span, Unary::Floor, &q)
+        }
+        BinOp::FloorDiv | BinOp::Mod => {
+            // JAX's remainder: the truncated remainder, moved into the divisor's sign.
+            let rem = binary(interp, Binary::Rem, &a, &b);
+            let zero = interp
+                .emit
+                .constant(span, &[0.0], ArrayType::new(dtype, vec![]));
+            let zero = interp.emit.broadcast_to(span, &zero, &a.ty.shape)?;
+            let rem_nonzero = interp.emit.compare(span, Predicate::Ne, &rem, &zero);
+            let rem_negative = interp.emit.compare(span, Predicate::Lt, &rem, &zero);
+            let b_negative = interp.emit.compare(span, Predicate::Lt, &b, &zero);
+            let signs_differ = interp
+                .emit
+                .compare(span, Predicate::Ne, &rem_negative, &b_negative);
+            let adjust = interp
+                .emit
+                .binary(span, Binary::And, &rem_nonzero, &signs_differ);
+            if op == BinOp::Mod {
+                let moved = binary(interp, Binary::Add, &rem, &b);
+                interp.emit.select(span, &adjust, &moved, &rem)
+            } else {
+                let q = binary(interp, Binary::Div, &a, &b);
+                let one = interp
+                    .emit
+                    .constant(span, &[1.0], ArrayType::new(dtype, vec![]));
+                let one = interp.emit.broadcast_to(span, &one, &a.ty.shape)?;
+                let lower = binary(interp, Binary::Sub, &q, &one);
+                interp.emit.select(span, &adjust, &lower, &q)
+            }
+        }
+        BinOp::Pow if dtype.is_float() => binary(interp, Binary::Pow, &a, &b),
+        BinOp::BitAnd if dtype == DType::Bool => binary(interp, Binary::And, &a, &b),
+        BinOp::BitOr if dtype == DType::Bool => binary(interp, Binary::Or, &a, &b),
+        BinOp::BitXor if dtype == DType::Bool => interp.emit.compare(span, Predicate::Ne, &a, &b),
+        _ => {
+            return Err(Diagnostic::not_supported(
+                span,
+                format!("`{}` on {} arrays", op.symbol(), dtype.name()),
+            ));
+        }
+    })
+}
+
+fn where_(
+    interp: &mut Interp,
+    condition: &Traced,
+    x: &Traced,
+    y: &Traced,
+    span: Span,
+) -> DResult<Traced> {
+    let condition = to_bool(interp, condition, span);
+    let (x, y) = interp.emit.unify(span, x, y)?;
+    let shape =
+        super::emit::broadcast_shapes(&condition.ty.shape, &x.ty.shape).ok_or_else(|| {
+            Diagnostic::new(
+                "ferrax::shape::broadcast",
+                span,
+                format!(
+                    "shapes {} and {} cannot be broadcast together",
+                    shape_repr(&condition.ty.shape),
+                    shape_repr(&x.ty.shape)
+                ),
+            )
+        })?;
+    let condition = interp.emit.broadcast_to(span, &condition, &shape)?;
+    let x = interp.emit.broadcast_to(span, &x, &shape)?;
+    let y = interp.emit.broadcast_to(span, &y, &shape)?;
+    Ok(interp.emit.select(span, &condition, &x, &y))
+}
+
+fn to_bool(interp: &mut Interp, x: &Traced, span: Span) -> Traced {
+    if x.ty.dtype == DType::Bool {
+        return x.clone();
+    }
+    let zero = interp
+        .emit
+        .constant(span, &[0.0], ArrayType::new(x.ty.dtype, vec![]));
+    let dims: Vec<i64> = vec![];
+    let zero = interp
+        .emit
+        .broadcast_in_dim(span, &zero, &dims, &x.ty.shape);
+    interp.emit.compare(span, Predicate::Ne, x, &zero)
+}
+
+fn reduction(
+    interp: &mut Interp,
+    kind: &str,
+    x: &Traced,
+    axis: Option<&Value>,
+    keepdims: bool,
+    span: Span,
+) -> DResult<Traced> {
+    let rank = x.ty.shape.len() as i64;
+    let mut axes: Vec<i64> = match axis {
+        None | Some(Value::None) => (0..rank).collect(),
+        Some(value) => int_list(value, span)?,
+    };
+    for axis in axes.iter_mut() {
+        if *axis < -rank || *axis >= rank.max(1) || (rank == 0) {
+            return Err(Diagnostic::new(
+                "ferrax::shape::axis",
+                span,
+                format!("axis {axis} is out of bounds for an array of dimension {rank}"),
+            )
+            .label("here"));
+        }
+        if *axis < 0 {
+            *axis += rank;
+        }
+    }
+    axes.sort_unstable();
+    axes.dedup();
+    let mut x = x.clone();
+    if x.ty.dtype == DType::Bool && matches!(kind, "sum" | "mean") {
+        x = interp.emit.convert(span, &x, DType::I32);
+    }
+    if kind == "mean" && !x.ty.dtype.is_float() {
+        x = interp.emit.convert(span, &x, DType::F32);
+    }
+    if matches!(kind, "max" | "min") && axes.iter().any(|a| x.ty.shape[*a as usize] == 0) {
+        return Err(Diagnostic::new(
+            "ferrax::shape::empty",
+            span,
+            format!("zero-size array to reduction operation {kind} which has no identity"),
+        ));
+    }
+    let reduce_kind = match kind {
+        "max" => ReduceKind::Max,
+        "min" => ReduceKind::Min,
+        _ => ReduceKind::Sum,
+    };
+    let mut result = interp.emit.reduce(span, reduce_kind, &x, &axes);
+    if kind == "mean" {
+        let count: i64 = axes.iter().map(|a| x.ty.shape[*a as usize]).product();
+        let divisor = interp.emit.constant(
+            span,
+            &[count as f64],
+            ArrayType::new(result.ty.dtype, vec![]),
+        );
+        let divisor = interp.emit.broadcast_to(span, &divisor, &result.ty.shape)?;
+        result = interp.emit.binary(span, Binary::Div, &result, &divisor);
+    }
+    if keepdims {
+        let shape: Vec<i64> =
+            x.ty.shape
+                .iter()
+                .enumerate()
+                .map(|(i, d)| if axes.contains(&(i as i64)) { 1 } else { *d })
+                .collect();
+        result = interp.emit.reshape(span, &result, &shape);
+    }
+    Ok(result)
+}
+
+/// `jnp.dot` / `jnp.matmul` for ranks up to 2, as a broadcast product and a sum.
+fn dot(interp: &mut Interp, a: &Traced, b: &Traced, span: Span) -> DResult<Traced> {
+    let (dtype, weak) = super::value::promote((a.ty.dtype, a.ty.weak), (b.ty.dtype, b.ty.weak));
+    let mut a = interp.emit.convert(span, a, dtype);
+    let mut b = interp.emit.convert(span, b, dtype);
+    a.ty.weak = weak;
+    b.ty.weak = weak;
+    let (sa, sb) = (a.ty.shape.clone(), b.ty.shape.clone());
+    if sa.is_empty() || sb.is_empty() {
+        let (a, b) = interp.emit.unify(span, &a, &b)?;
+        return Ok(interp.emit.binary(span, Binary::Mul, &a, &b));
+    }
+    if sa.len() > 2 || sb.len() > 2 {
+        return Err(Diagnostic::not_supported(
+            span,
+            "`dot` of arrays with more than 2 dimensions",
+        ));
+    }
+    let ka = sa[sa.len() - 1];
+    let kb = if sb.len() == 1 { sb[0] } else { sb[0] };
+    if ka != kb {
+        return Err(Diagnostic::new(
+            "ferrax::shape::dot",
+            span,
+            format!(
+                "shapes {} and {} are not aligned for dot: {} (last dimension of the first) != {} (first dimension of the second)",
+                shape_repr(&sa),
+                shape_repr(&sb),
+                ka,
+                kb
+            ),
+        )
+        .label(format!("{} · {}", shape_repr(&sa), shape_repr(&sb)))
+        .help("the contracted dimensions must be equal; transpose one operand if needed"));
+    }
+    let (shape, a_dims, b_dims, axis): (Vec<i64>, Vec<i64>, Vec<i64>, i64) =
+        match (sa.len(), sb.len()) {
+            (1, 1) => (vec![ka], vec![0], vec![0], 0),
+            (2, 1) => (vec![sa[0], ka], vec![0, 1], vec![1], 1),
+            (1, 2) => (vec![ka, sb[1]], vec![0], vec![0, 1], 0),
+            _ => (vec![sa[0], ka, sb[1]], vec![0, 1], vec![1, 2], 1),
+        };
+    let a = interp.emit.broadcast_in_dim(span, &a, &a_dims, &shape);
+    let b = interp.emit.broadcast_in_dim(span, &b, &b_dims, &shape);
+    let product = interp.emit.binary(span, Binary::Mul, &a, &b);
+    let product = if dtype == DType::Bool {
+        interp.emit.convert(span, &product, DType::I32)
+    } else {
+        product
+    };
+    Ok(interp.emit.reduce(span, ReduceKind::Sum, &product, &[axis]))
+}
+
+fn reshape(interp: &mut Interp, x: &Traced, shape: &Value, span: Span) -> DResult<Traced> {
+    let mut dims = int_list(shape, span)?;
+    let known: i64 = dims.iter().filter(|d| **d != -1).product();
+    let unknown = dims.iter().filter(|d| **d == -1).count();
+    let size = x.ty.size();
+    if unknown > 1 || dims.iter().any(|d| *d < -1) {
+        return Err(Diagnostic::new(
+            "ferrax::shape::reshape",
+            span,
+            "a shape can have one -1 and no other negative sizes",
+        ));
+    }
+    if unknown == 1 && known != 0 && size % known == 0 {
+        for d in dims.iter_mut() {
+            if *d == -1 {
+                *d = size / known;
+            }
+        }
+    }
+    if dims.iter().product::<i64>() != size || dims.contains(&-1) {
+        return Err(Diagnostic::new(
+            "ferrax::shape::reshape",
+            span,
+            format!(
+                "cannot reshape an array of shape {} (size {size}) into shape {}",
+                shape_repr(&x.ty.shape),
+                shape_repr(&dims)
+            ),
+        )
+        .label("sizes differ"));
+    }
+    Ok(interp.emit.reshape(span, x, &dims))
+}
+
+fn convert_to(interp: &mut Interp, x: &Traced, dtype: &Value, span: Span) -> DResult<Traced> {
+    let dtype = dtype_of(dtype, span)?;
+    let mut converted = interp.emit.convert(span, x, dtype);
+    converted.ty.weak = false;
+    Ok(converted)
+}
+
+fn dtype_of(value: &Value, span: Span) -> DResult<DType> {
+    match value {
+        Value::DType(d) => Ok(*d),
+        Value::Str(s) => DType::parse(s).ok_or_else(|| {
+            Diagnostic::new(
+                "ferrax::dtype::unknown",
+                span,
+                format!("unknown dtype '{s}'"),
+            )
+        }),
+        Value::Builtin("builtins.float") => Ok(DType::F32),
+        Value::Builtin("builtins.int") => Ok(DType::I32),
+        Value::Builtin("builtins.bool") => Ok(DType::Bool),
+        other => Err(Diagnostic::new(
+            "ferrax::dtype::unknown",
+            span,
+            format!("expected a dtype, found {}", other.describe()),
+        )),
+    }
+}
+
+fn default_dtype(fill: &Value) -> DType {
+    match fill {
+        Value::Bool(_) => DType::Bool,
+        Value::Int(_) => DType::I32,
+        Value::Array(t) => t.ty.dtype,
+        _ => DType::F32,
+    }
+}
+
+fn filled(interp: &mut Interp, fill: &Value, ty: ArrayType, span: Span) -> DResult<Value> {
+    if ty.size() > 1 << 28 {
+        return Err(Diagnostic::new(
+            "ferrax::shape::too_large",
+            span,
+            format!("an array of {} elements is too large", ty.size()),
+        ));
+    }
+    match number(fill) {
+        Some(n) => Ok(Value::Array(interp.emit.constant(span, &[n.as_f64()], ty))),
+        None => {
+            let value = interp.emit.to_array(span, fill)?;
+            let value = interp.emit.convert(span, &value, ty.dtype);
+            interp
+                .emit
+                .broadcast_to(span, &value, &ty.shape)
+                .map(Value::Array)
+        }
+    }
+}
+
+fn static_shape(value: &Value, span: Span) -> DResult<Vec<i64>> {
+    let dims = int_list(value, span)?;
+    if dims.iter().any(|d| *d < 0) {
+        return Err(Diagnostic::new(
+            "ferrax::shape::negative",
+            span,
+            format!("negative dimensions are not allowed: {}", shape_repr(&dims)),
+        ));
+    }
+    Ok(dims)
+}
+
+fn int_list(value: &Value, span: Span) -> DResult<Vec<i64>> {
+    match value {
+        Value::Tuple(items) | Value::List(items) => {
+            items.iter().map(|v| static_int(v, span)).collect()
+        }
+        other => Ok(vec![static_int(other, span)?]),
+    }
+}
+
+fn static_int(value: &Value, span: Span) -> DResult<i64> {
+    match value {
+        Value::Int(i) => Ok(*i),
+        Value::Bool(b) => Ok(i64::from(*b)),
+        Value::Array(_) => Err(Diagnostic::new(
+            "ferrax::trace::concrete",
+            span,
+            "this must be a static integer, and it is an array known only when the program runs",
+        )
+        .help("mark the argument static (`static_argnums`) or compute it from shapes")),
+        other => Err(Diagnostic::new(
+            "ferrax::type::int",
+            span,
+            format!("expected a static integer, found {}", other.describe()),
+        )),
+    }
+}
+
+fn static_float(value: &Value, span: Span) -> DResult<f64> {
+    match number(value) {
+        Some(n) => Ok(n.as_f64()),
+        None => Err(Diagnostic::new(
+            "ferrax::type::number",
+            span,
+            format!("expected a static number, found {}", value.describe()),
+        )),
+    }
+}

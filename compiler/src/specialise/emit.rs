@@ -1,0 +1,630 @@
+//! Emission of fx ops for traced arrays: NumPy broadcasting, JAX's dtype promotion and the
+//! shape rules of each op, with the source location of the expression on every op.
+
+use super::value::{ArrayType, DType, Traced, Value, promote, shape_repr};
+use crate::diagnostic::Diagnostic;
+use crate::syntax::span::{SourceMap, Span};
+use ferrax_dialects::fx;
+use melior::{
+    Context,
+    ir::{
+        Attribute, Block, BlockLike, Location, Operation, OperationRef, Type,
+        attribute::DenseElementsAttribute, r#type::RankedTensorType,
+    },
+};
+
+pub type DResult<T> = Result<T, Diagnostic>;
+
+/// Elementwise binary ops of fx.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Pow,
+    Max,
+    Min,
+    And,
+    Or,
+}
+
+/// Elementwise unary ops of fx.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
+    Neg,
+    Exp,
+    Log,
+    Log1p,
+    Expm1,
+    Sin,
+    Cos,
+    Tanh,
+    Sqrt,
+    Abs,
+    Sign,
+    Floor,
+    Not,
+}
+
+impl Unary {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unary::Neg => "negative",
+            Unary::Exp => "exp",
+            Unary::Log => "log",
+            Unary::Log1p => "log1p",
+            Unary::Expm1 => "expm1",
+            Unary::Sin => "sin",
+            Unary::Cos => "cos",
+            Unary::Tanh => "tanh",
+            Unary::Sqrt => "sqrt",
+            Unary::Abs => "abs",
+            Unary::Sign => "sign",
+            Unary::Floor => "floor",
+            Unary::Not => "logical_not",
+        }
+    }
+
+    /// Ops defined on floats only: integer operands are converted to float first (as jnp).
+    fn float_only(self) -> bool {
+        matches!(
+            self,
+            Unary::Exp
+                | Unary::Log
+                | Unary::Log1p
+                | Unary::Expm1
+                | Unary::Sin
+                | Unary::Cos
+                | Unary::Tanh
+                | Unary::Sqrt
+        )
+    }
+}
+
+/// Builds the body of one function: a block, the values defined in it, and where they came from.
+pub struct Emitter<'c, 'a> {
+    pub context: &'c Context,
+    block: &'a Block<'c>,
+    values: Vec<melior::ir::Value<'c, 'a>>,
+    sources: &'a SourceMap,
+}
+
+impl<'c, 'a> Emitter<'c, 'a> {
+    pub fn new(context: &'c Context, block: &'a Block<'c>, sources: &'a SourceMap) -> Self {
+        Self {
+            context,
+            block,
+            values: vec![],
+            sources,
+        }
+    }
+
+    /// The block argument `index`, of type `ty`.
+    pub fn argument(&mut self, index: usize, ty: ArrayType) -> Traced {
+        let argument = self
+            .block
+            .argument(index)
+            .expect("the block has one argument per parameter");
+        self.values.push(argument.into());
+        Traced {
+            id: self.values.len() - 1,
+            ty,
+        }
+    }
+
+    pub fn value(&self, traced: &Traced) -> melior::ir::Value<'c, 'a> {
+        self.values[traced.id]
+    }
+
+    pub fn location(&self, span: Span) -> Location<'c> {
+        let source = self.sources.get(span.file);
+        let (line, col) = source.line_col(span.start);
+        Location::new(self.context, &source.name, line, col)
+    }
+
+    pub fn tensor_type(&self, ty: &ArrayType) -> Type<'c> {
+        Type::parse(self.context, &ty.mlir()).expect("array types print as valid tensor types")
+    }
+
+    pub fn append(&self, operation: Operation<'c>) -> OperationRef<'c, 'a> {
+        self.block.append_operation(operation)
+    }
+
+    fn push(&mut self, operation: Operation<'c>, ty: ArrayType) -> Traced {
+        let operation = self.block.append_operation(operation);
+        let result = operation.result(0).expect("fx ops have one result");
+        self.values.push(result.into());
+        Traced {
+            id: self.values.len() - 1,
+            ty,
+        }
+    }
+
+    /// An `fx.constant` with `values` (row-major) converted to `ty.dtype`.
+    pub fn constant(&mut self, span: Span, values: &[f64], ty: ArrayType) -> Traced {
+        let tensor = self.tensor_type(&ty);
+        let shaped: Type<'c> = RankedTensorType::new(
+            &ty.shape.iter().map(|d| *d as u64).collect::<Vec<_>>(),
+            Type::parse(self.context, ty.dtype.mlir()).expect("element types parse"),
+            None,
+        )
+        .into();
+        if values.len() == 1 && ty.size() != 1 {
+            let scalar = self.constant(
+                span,
+                values,
+                ArrayType {
+                    dtype: ty.dtype,
+                    shape: vec![],
+                    weak: ty.weak,
+                },
+            );
+            let dims: Vec<i64> = vec![];
+            return self.broadcast_in_dim(span, &scalar, &dims, &ty.shape);
+        }
+        let attribute: Attribute<'c> = match ty.dtype {
+            DType::F32 => DenseElementsAttribute::f32_values(
+                shaped,
+                &values.iter().map(|v| *v as f32).collect::<Vec<_>>(),
+            )
+            .into(),
+            DType::F64 => DenseElementsAttribute::f64_values(shaped, values).into(),
+            DType::I32 => DenseElementsAttribute::i32_values(
+                shaped,
+                &values.iter().map(|v| *v as i32).collect::<Vec<_>>(),
+            )
+            .into(),
+            DType::I64 => DenseElementsAttribute::i64_values(
+                shaped,
+                &values.iter().map(|v| *v as i64).collect::<Vec<_>>(),
+            )
+            .into(),
+            DType::Bool => DenseElementsAttribute::bool_values(
+                shaped,
+                &values
+                    .iter()
+                    .map(|v| i32::from(*v != 0.0))
+                    .collect::<Vec<_>>(),
+            )
+            .into(),
+        };
+        let location = self.location(span);
+        self.push(fx::constant(location, attribute, tensor), ty)
+    }
+
+    /// A Python scalar, list or array as a traced array (scalars are weakly typed).
+    pub fn to_array(&mut self, span: Span, value: &Value) -> DResult<Traced> {
+        match value {
+            Value::Array(traced) => Ok(traced.clone()),
+            Value::Bool(b) => Ok(self.constant(
+                span,
+                &[f64::from(u8::from(*b))],
+                ArrayType::new(DType::Bool, vec![]),
+            )),
+            Value::Int(i) => {
+                if i32::try_from(*i).is_err() {
+                    return Err(Diagnostic::new(
+                        "ferrax::dtype::overflow",
+                        span,
+                        format!("the integer {i} does not fit in int32"),
+                    )
+                    .label("too large for int32"));
+                }
+                Ok(self.constant(
+                    span,
+                    &[*i as f64],
+                    ArrayType {
+                        dtype: DType::I32,
+                        shape: vec![],
+                        weak: true,
+                    },
+                ))
+            }
+            Value::Float(f) => Ok(self.constant(
+                span,
+                &[*f],
+                ArrayType {
+                    dtype: DType::F32,
+                    shape: vec![],
+                    weak: true,
+                },
+            )),
+            Value::Tuple(items) | Value::List(items) => self.stack_literal(span, items),
+            other => Err(Diagnostic::new(
+                "ferrax::type::not_array",
+                span,
+                format!("expected an array, found {}", other.describe()),
+            )
+            .label("not an array")),
+        }
+    }
+
+    /// `jnp.array([...])`: a nested list of scalars becomes a constant; arrays inside are
+    /// broadcast and stacked.
+    pub fn stack_literal(&mut self, span: Span, items: &[Value]) -> DResult<Traced> {
+        if let Some((shape, values, dtype)) = static_nested(items) {
+            return Ok(self.constant(span, &values, ArrayType::new(dtype, shape)));
+        }
+        let mut parts = vec![];
+        for item in items {
+            parts.push(self.to_array(span, item)?);
+        }
+        let Some(first) = parts.first().cloned() else {
+            return Ok(self.constant(span, &[], ArrayType::new(DType::F32, vec![0])));
+        };
+        let mut dtype = (first.ty.dtype, first.ty.weak);
+        for part in &parts {
+            if part.ty.shape != first.ty.shape {
+                return Err(Diagnostic::new(
+                    "ferrax::shape::stack",
+                    span,
+                    format!(
+                        "all elements must have the same shape, found {} and {}",
+                        shape_repr(&first.ty.shape),
+                        shape_repr(&part.ty.shape)
+                    ),
+                ));
+            }
+            dtype = promote(dtype, (part.ty.dtype, part.ty.weak));
+        }
+        // Stack: broadcast each element to [n, ...] and pick row i with a one-hot select.
+        let n = parts.len() as i64;
+        let mut shape = vec![n];
+        shape.extend(first.ty.shape.iter().copied());
+        let index_type = ArrayType::new(DType::I32, shape.clone());
+        let rows: Vec<f64> = (0..n)
+            .flat_map(|i| std::iter::repeat_n(i as f64, first.ty.size() as usize))
+            .collect();
+        let rows = self.constant(span, &rows, index_type.clone());
+        let mut result: Option<Traced> = None;
+        for (i, part) in parts.iter().enumerate() {
+            let part = self.convert(span, part, dtype.0);
+            let part = self.broadcast_to(span, &part, &shape)?;
+            result = Some(match result {
+                None => part,
+                Some(acc) => {
+                    let index =
+                        self.constant(span, &[i as f64], ArrayType::new(DType::I32, vec![]));
+                    let index = self.broadcast_to(span, &index, &shape)?;
+                    let pick = self.compare(span, fx::Predicate::Eq, &rows, &index);
+                    self.select(span, &pick, &part, &acc)
+                }
+            });
+        }
+        let mut result = result.expect("at least one element");
+        result.ty.weak = false;
+        Ok(result)
+    }
+
+    /// Converts to `dtype` (keeps the weak flag only when the dtype does not change).
+    pub fn convert(&mut self, span: Span, traced: &Traced, dtype: DType) -> Traced {
+        if traced.ty.dtype == dtype {
+            return traced.clone();
+        }
+        let ty = ArrayType::new(dtype, traced.ty.shape.clone());
+        let location = self.location(span);
+        let operation = fx::convert(location, self.value(traced), self.tensor_type(&ty));
+        self.push(operation, ty)
+    }
+
+    /// Broadcasts to `shape` by NumPy's rules (trailing dimensions align).
+    pub fn broadcast_to(&mut self, span: Span, traced: &Traced, shape: &[i64]) -> DResult<Traced> {
+        if traced.ty.shape == shape {
+            return Ok(traced.clone());
+        }
+        let rank = traced.ty.shape.len();
+        if rank > shape.len() {
+            return Err(broadcast_error(span, &traced.ty.shape, shape));
+        }
+        let offset = shape.len() - rank;
+        for (i, dim) in traced.ty.shape.iter().enumerate() {
+            if *dim != 1 && *dim != shape[offset + i] {
+                return Err(broadcast_error(span, &traced.ty.shape, shape));
+            }
+        }
+        let dims: Vec<i64> = (offset..shape.len()).map(|d| d as i64).collect();
+        Ok(self.broadcast_in_dim(span, traced, &dims, shape))
+    }
+
+    /// Operand dimension `i` becomes result dimension `dims[i]` (the caller checks the sizes).
+    pub fn broadcast_in_dim(
+        &mut self,
+        span: Span,
+        traced: &Traced,
+        dims: &[i64],
+        shape: &[i64],
+    ) -> Traced {
+        if traced.ty.shape == shape {
+            return traced.clone();
+        }
+        let ty = ArrayType {
+            dtype: traced.ty.dtype,
+            shape: shape.to_vec(),
+            weak: traced.ty.weak,
+        };
+        let location = self.location(span);
+        let operation = fx::broadcast_in_dim(
+            self.context,
+            location,
+            self.value(traced),
+            dims,
+            self.tensor_type(&ty),
+        );
+        self.push(operation, ty)
+    }
+
+    /// Promotes two arrays to a common dtype and broadcasts them to a common shape.
+    pub fn unify(&mut self, span: Span, a: &Traced, b: &Traced) -> DResult<(Traced, Traced)> {
+        let (dtype, weak) = promote((a.ty.dtype, a.ty.weak), (b.ty.dtype, b.ty.weak));
+        let shape = broadcast_shapes(&a.ty.shape, &b.ty.shape)
+            .ok_or_else(|| broadcast_error(span, &a.ty.shape, &b.ty.shape))?;
+        let mut a = self.convert(span, a, dtype);
+        let mut b = self.convert(span, b, dtype);
+        a.ty.weak = weak;
+        b.ty.weak = weak;
+        let a = self.broadcast_to(span, &a, &shape)?;
+        let b = self.broadcast_to(span, &b, &shape)?;
+        Ok((a, b))
+    }
+
+    /// An elementwise binary op on two arrays of one type.
+    pub fn binary(&mut self, span: Span, op: Binary, a: &Traced, b: &Traced) -> Traced {
+        let location = self.location(span);
+        let (lhs, rhs) = (self.value(a), self.value(b));
+        let operation = match op {
+            Binary::Add => fx::add(location, lhs, rhs),
+            Binary::Sub => fx::sub(location, lhs, rhs),
+            Binary::Mul => fx::mul(location, lhs, rhs),
+            Binary::Div => fx::div(location, lhs, rhs),
+            Binary::Rem => fx::rem(location, lhs, rhs),
+            Binary::Pow => fx::pow(location, lhs, rhs),
+            Binary::Max => fx::max(location, lhs, rhs),
+            Binary::Min => fx::min(location, lhs, rhs),
+            Binary::And => fx::and(location, lhs, rhs),
+            Binary::Or => fx::or(location, lhs, rhs),
+        };
+        self.push(operation, a.ty.clone())
+    }
+
+    /// An elementwise unary op; float-only ops convert integer operands to float32 first.
+    pub fn unary(&mut self, span: Span, op: Unary, a: &Traced) -> Traced {
+        let a = if op.float_only() && !a.ty.dtype.is_float() {
+            let weak = a.ty.weak;
+            let mut converted = self.convert(span, a, DType::F32);
+            converted.ty.weak = weak;
+            converted
+        } else {
+            a.clone()
+        };
+        let location = self.location(span);
+        let operand = self.value(&a);
+        let operation = match op {
+            Unary::Neg => fx::neg(location, operand),
+            Unary::Exp => fx::exp(location, operand),
+            Unary::Log => fx::log(location, operand),
+            Unary::Log1p => fx::log1p(location, operand),
+            Unary::Expm1 => fx::expm1(location, operand),
+            Unary::Sin => fx::sin(location, operand),
+            Unary::Cos => fx::cos(location, operand),
+            Unary::Tanh => fx::tanh(location, operand),
+            Unary::Sqrt => fx::sqrt(location, operand),
+            Unary::Abs => fx::abs(location, operand),
+            Unary::Sign => fx::sign(location, operand),
+            Unary::Floor => fx::floor(location, operand),
+            Unary::Not => fx::not(location, operand),
+        };
+        self.push(operation, a.ty)
+    }
+
+    pub fn integer_pow(&mut self, span: Span, a: &Traced, exponent: i64) -> Traced {
+        let location = self.location(span);
+        let operation = fx::integer_pow(self.context, location, self.value(a), exponent);
+        self.push(operation, a.ty.clone())
+    }
+
+    /// A comparison of two arrays of one type; the result is bool.
+    pub fn compare(
+        &mut self,
+        span: Span,
+        predicate: fx::Predicate,
+        a: &Traced,
+        b: &Traced,
+    ) -> Traced {
+        let ty = ArrayType::new(DType::Bool, a.ty.shape.clone());
+        let location = self.location(span);
+        let operation = fx::compare(
+            self.context,
+            location,
+            predicate,
+            self.value(a),
+            self.value(b),
+            self.tensor_type(&ty),
+        );
+        self.push(operation, ty)
+    }
+
+    /// `pred ? on_true : on_false` for arrays of one shape (`on_true` and `on_false` of one type).
+    pub fn select(
+        &mut self,
+        span: Span,
+        pred: &Traced,
+        on_true: &Traced,
+        on_false: &Traced,
+    ) -> Traced {
+        let location = self.location(span);
+        let operation = fx::select(
+            location,
+            self.value(pred),
+            self.value(on_true),
+            self.value(on_false),
+        );
+        self.push(operation, on_true.ty.clone())
+    }
+
+    pub fn reshape(&mut self, span: Span, a: &Traced, shape: &[i64]) -> Traced {
+        if a.ty.shape == shape {
+            return a.clone();
+        }
+        let ty = ArrayType {
+            dtype: a.ty.dtype,
+            shape: shape.to_vec(),
+            weak: a.ty.weak,
+        };
+        let location = self.location(span);
+        let operation = fx::reshape(location, self.value(a), self.tensor_type(&ty));
+        self.push(operation, ty)
+    }
+
+    /// Reduces over `axes` (sorted, distinct, in range), removing them.
+    pub fn reduce(&mut self, span: Span, kind: fx::ReduceKind, a: &Traced, axes: &[i64]) -> Traced {
+        if axes.is_empty() {
+            return a.clone();
+        }
+        let shape: Vec<i64> =
+            a.ty.shape
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !axes.contains(&(*i as i64)))
+                .map(|(_, d)| *d)
+                .collect();
+        let ty = ArrayType {
+            dtype: a.ty.dtype,
+            shape,
+            weak: a.ty.weak,
+        };
+        let location = self.location(span);
+        let operation = fx::reduce(
+            self.context,
+            location,
+            kind,
+            self.value(a),
+            axes,
+            self.tensor_type(&ty),
+        );
+        self.push(operation, ty)
+    }
+}
+
+/// NumPy's broadcast of two shapes, or None when they do not broadcast.
+pub fn broadcast_shapes(a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
+    let rank = a.len().max(b.len());
+    let mut shape = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
+        shape[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(shape)
+}
+
+fn broadcast_error(span: Span, a: &[i64], b: &[i64]) -> Diagnostic {
+    Diagnostic::new(
+        "ferrax::shape::broadcast",
+        span,
+        format!(
+            "shapes {} and {} cannot be broadcast together",
+            shape_repr(a),
+            shape_repr(b)
+        ),
+    )
+    .label(format!("{} and {}", shape_repr(a), shape_repr(b)))
+    .help("broadcasting aligns trailing dimensions; each pair must be equal or one of them 1")
+}
+
+/// A nested list of Python scalars: its shape, row-major values and dtype (as `jnp.array`).
+fn static_nested(items: &[Value]) -> Option<(Vec<i64>, Vec<f64>, DType)> {
+    let mut values = vec![];
+    let mut dtype = DType::Bool;
+    let mut shape = vec![items.len() as i64];
+    let mut inner_shape: Option<Vec<i64>> = None;
+    for item in items {
+        match item {
+            Value::Bool(b) => {
+                values.push(f64::from(u8::from(*b)));
+                inner_shape.get_or_insert(vec![]);
+            }
+            Value::Int(i) => {
+                values.push(*i as f64);
+                if dtype == DType::Bool {
+                    dtype = DType::I32;
+                }
+                inner_shape.get_or_insert(vec![]);
+            }
+            Value::Float(f) => {
+                values.push(*f);
+                dtype = DType::F32;
+                inner_shape.get_or_insert(vec![]);
+            }
+            Value::Tuple(inner) | Value::List(inner) => {
+                let (s, v, d) = static_nested(inner)?;
+                if inner_shape.as_ref().is_some_and(|known| *known != s) {
+                    return None;
+                }
+                inner_shape = Some(s);
+                values.extend(v);
+                if d == DType::F32 || (d == DType::I32 && dtype == DType::Bool) {
+                    dtype = d;
+                }
+            }
+            _ => return None,
+        }
+    }
+    if items.is_empty() {
+        dtype = DType::F32;
+    }
+    shape.extend(inner_shape.unwrap_or_default());
+    if shape.iter().product::<i64>() != values.len() as i64 {
+        return None;
+    }
+    Some((shape, values, dtype))
+}
+
+impl Emitter<'_, '_> {
+    /// Elements `start[d] + k * stride[d] < limit[d]` of each dimension (all in range, strides > 0).
+    pub fn slice(
+        &mut self,
+        span: Span,
+        a: &Traced,
+        start: &[i64],
+        limit: &[i64],
+        strides: &[i64],
+    ) -> Traced {
+        let shape: Vec<i64> = (0..start.len())
+            .map(|d| ((limit[d] - start[d]).max(0) + strides[d] - 1) / strides[d])
+            .collect();
+        if shape == a.ty.shape {
+            return a.clone();
+        }
+        let ty = ArrayType {
+            dtype: a.ty.dtype,
+            shape,
+            weak: a.ty.weak,
+        };
+        let location = self.location(span);
+        let operation = fx::slice(
+            self.context,
+            location,
+            self.value(a),
+            start,
+            limit,
+            strides,
+            self.tensor_type(&ty),
+        );
+        self.push(operation, ty)
+    }
+}

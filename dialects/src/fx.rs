@@ -1,0 +1,268 @@
+//! Builders for `fx` ops, one function per op, named after its mnemonic.
+//!
+//! Binary elementwise ops take operands of one type (the specialiser broadcasts and converts
+//! first); the result has that type. Shape-changing ops take their result type.
+
+use melior::{
+    Context,
+    ir::{
+        Attribute, Identifier, Location, Operation, Type, Value, ValueLike,
+        attribute::{DenseI64ArrayAttribute, IntegerAttribute, StringAttribute},
+        operation::OperationBuilder,
+        r#type::IntegerType,
+    },
+};
+
+fn build<'c>(
+    name: &str,
+    location: Location<'c>,
+    operands: &[Value<'c, '_>],
+    result: Type<'c>,
+    attributes: &[(&str, Attribute<'c>)],
+) -> Operation<'c> {
+    let context = location.context();
+    let attributes: Vec<_> = attributes
+        .iter()
+        .map(|(name, value)| (Identifier::new(unsafe { context.to_ref() }, name), *value))
+        .collect();
+    OperationBuilder::new(name, location)
+        .add_operands(operands)
+        .add_attributes(&attributes)
+        .add_results(&[result])
+        .build()
+        .expect("valid fx operation")
+}
+
+macro_rules! binary {
+    ($($name:ident => $mnemonic:literal),* $(,)?) => {$(
+        #[doc = concat!("Creates an `", $mnemonic, "` operation.")]
+        pub fn $name<'c>(location: Location<'c>, lhs: Value<'c, '_>, rhs: Value<'c, '_>) -> Operation<'c> {
+            build($mnemonic, location, &[lhs, rhs], lhs.r#type(), &[])
+        }
+    )*};
+}
+
+macro_rules! unary {
+    ($($name:ident => $mnemonic:literal),* $(,)?) => {$(
+        #[doc = concat!("Creates an `", $mnemonic, "` operation.")]
+        pub fn $name<'c>(location: Location<'c>, operand: Value<'c, '_>) -> Operation<'c> {
+            build($mnemonic, location, &[operand], operand.r#type(), &[])
+        }
+    )*};
+}
+
+binary! {
+    add => "fx.add", sub => "fx.sub", mul => "fx.mul", div => "fx.div", rem => "fx.rem",
+    pow => "fx.pow", max => "fx.max", min => "fx.min", and => "fx.and", or => "fx.or",
+}
+
+unary! {
+    neg => "fx.neg", exp => "fx.exp", log => "fx.log", log1p => "fx.log1p", expm1 => "fx.expm1",
+    sin => "fx.sin", cos => "fx.cos", tanh => "fx.tanh", sqrt => "fx.sqrt", abs => "fx.abs",
+    sign => "fx.sign", floor => "fx.floor", not => "fx.not",
+}
+
+/// Creates an `fx.constant` operation holding `value` (a dense elements attribute).
+pub fn constant<'c>(
+    location: Location<'c>,
+    value: Attribute<'c>,
+    result: Type<'c>,
+) -> Operation<'c> {
+    build("fx.constant", location, &[], result, &[("value", value)])
+}
+
+/// Creates an `fx.integer_pow` operation: `operand ** exponent` for a static integer.
+pub fn integer_pow<'c>(
+    context: &'c Context,
+    location: Location<'c>,
+    operand: Value<'c, '_>,
+    exponent: i64,
+) -> Operation<'c> {
+    let exponent = IntegerAttribute::new(IntegerType::new(context, 64).into(), exponent).into();
+    build(
+        "fx.integer_pow",
+        location,
+        &[operand],
+        operand.r#type(),
+        &[("exponent", exponent)],
+    )
+}
+
+/// Comparison predicates of `fx.compare`, as JAX's `lax` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Predicate {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Predicate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Predicate::Eq => "eq",
+            Predicate::Ne => "ne",
+            Predicate::Lt => "lt",
+            Predicate::Le => "le",
+            Predicate::Gt => "gt",
+            Predicate::Ge => "ge",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Predicate::Eq,
+            Predicate::Ne,
+            Predicate::Lt,
+            Predicate::Le,
+            Predicate::Gt,
+            Predicate::Ge,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == text)
+    }
+}
+
+/// Creates an `fx.compare` operation; the result is a bool (`i1`) tensor of the operands' shape.
+pub fn compare<'c>(
+    context: &'c Context,
+    location: Location<'c>,
+    predicate: Predicate,
+    lhs: Value<'c, '_>,
+    rhs: Value<'c, '_>,
+    result: Type<'c>,
+) -> Operation<'c> {
+    let predicate = StringAttribute::new(context, predicate.as_str()).into();
+    build(
+        "fx.compare",
+        location,
+        &[lhs, rhs],
+        result,
+        &[("predicate", predicate)],
+    )
+}
+
+/// Creates an `fx.select` operation: `pred ? on_true : on_false`, elementwise.
+pub fn select<'c>(
+    location: Location<'c>,
+    pred: Value<'c, '_>,
+    on_true: Value<'c, '_>,
+    on_false: Value<'c, '_>,
+) -> Operation<'c> {
+    build(
+        "fx.select",
+        location,
+        &[pred, on_true, on_false],
+        on_true.r#type(),
+        &[],
+    )
+}
+
+/// Creates an `fx.convert` operation (a dtype conversion of the same shape).
+pub fn convert<'c>(
+    location: Location<'c>,
+    operand: Value<'c, '_>,
+    result: Type<'c>,
+) -> Operation<'c> {
+    build("fx.convert", location, &[operand], result, &[])
+}
+
+/// Creates an `fx.broadcast_in_dim` operation: operand dimension `i` becomes result dimension
+/// `broadcast_dimensions[i]` (its size is 1 or the result's).
+pub fn broadcast_in_dim<'c>(
+    context: &'c Context,
+    location: Location<'c>,
+    operand: Value<'c, '_>,
+    broadcast_dimensions: &[i64],
+    result: Type<'c>,
+) -> Operation<'c> {
+    let dimensions = DenseI64ArrayAttribute::new(context, broadcast_dimensions).into();
+    build(
+        "fx.broadcast_in_dim",
+        location,
+        &[operand],
+        result,
+        &[("broadcast_dimensions", dimensions)],
+    )
+}
+
+/// Creates an `fx.reshape` operation (same element count, row-major order).
+pub fn reshape<'c>(
+    location: Location<'c>,
+    operand: Value<'c, '_>,
+    result: Type<'c>,
+) -> Operation<'c> {
+    build("fx.reshape", location, &[operand], result, &[])
+}
+
+/// Reductions of `fx.reduce`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    Sum,
+    Max,
+    Min,
+}
+
+impl ReduceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReduceKind::Sum => "sum",
+            ReduceKind::Max => "max",
+            ReduceKind::Min => "min",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [ReduceKind::Sum, ReduceKind::Max, ReduceKind::Min]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
+/// Creates an `fx.reduce` operation over `axes` (sorted, distinct); those dimensions are removed.
+pub fn reduce<'c>(
+    context: &'c Context,
+    location: Location<'c>,
+    kind: ReduceKind,
+    operand: Value<'c, '_>,
+    axes: &[i64],
+    result: Type<'c>,
+) -> Operation<'c> {
+    let kind = StringAttribute::new(context, kind.as_str()).into();
+    let axes = DenseI64ArrayAttribute::new(context, axes).into();
+    build(
+        "fx.reduce",
+        location,
+        &[operand],
+        result,
+        &[("kind", kind), ("axes", axes)],
+    )
+}
+
+/// Creates an `fx.slice` operation: elements `start[d] + k * stride[d] < limit[d]` of each dimension.
+pub fn slice<'c>(
+    context: &'c Context,
+    location: Location<'c>,
+    operand: Value<'c, '_>,
+    start_indices: &[i64],
+    limit_indices: &[i64],
+    strides: &[i64],
+    result: Type<'c>,
+) -> Operation<'c> {
+    let start = DenseI64ArrayAttribute::new(context, start_indices).into();
+    let limit = DenseI64ArrayAttribute::new(context, limit_indices).into();
+    let strides = DenseI64ArrayAttribute::new(context, strides).into();
+    build(
+        "fx.slice",
+        location,
+        &[operand],
+        result,
+        &[
+            ("start_indices", start),
+            ("limit_indices", limit),
+            ("strides", strides),
+        ],
+    )
+}
