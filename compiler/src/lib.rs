@@ -9,8 +9,10 @@
 //! - `backend`: LLVM translation and the JIT.
 //! - `diagnostic`: user errors with spans.
 
+pub mod backend;
 pub mod diagnostic;
 pub mod passes;
 pub mod pipeline;
+pub mod session;
 pub mod specialise;
 pub mod syntax;

@@ -1,1 +1,316 @@
-fn main() {}
+//! `ferrax`: compile and run JAX-style Python files from the command line.
+//!
+//! The only crate that prints or exits. User errors are miette diagnostics with exit status 1;
+//! internal errors print an "internal error" banner and exit with status 3.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ferrax_compiler::diagnostic::Report;
+use ferrax_compiler::pipeline::EMIT_STAGES;
+use ferrax_compiler::session::{Error, RunArg, Session, Value};
+use ferrax_compiler::specialise::StaticValue;
+use ferrax_compiler::syntax::span::SourceMap;
+use ferrax_runtime::{json, json_float_text, read_npy, repr, write_npy};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ferrax",
+    version,
+    about = "Ahead-of-time compiler for JAX-style array programs"
+)]
+struct Cli {
+    /// Print the IR after every pass to stderr.
+    #[arg(long, global = true)]
+    print_ir_after_all: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate an expression in the file's namespace and print the result.
+    Eval {
+        file: PathBuf,
+        expr: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Call a function of the file on arguments (literals or @path.npy).
+    Run {
+        file: PathBuf,
+        function: String,
+        args: Vec<String>,
+        /// Write each array of the result as a .npy file in this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Compile a function for a signature and print the IR at a stage.
+    Compile {
+        file: PathBuf,
+        function: String,
+        /// Argument types, e.g. "x: f32[1000000], w: f32[3,3]".
+        #[arg(long)]
+        sig: String,
+        /// The stage to print: fx, linalg, bufferized, llvm-mlir, llvm-ir.
+        #[arg(long, default_value = "fx")]
+        emit: String,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// What went wrong, and how the process ends.
+enum Failure {
+    /// Diagnostics were printed: exit 1.
+    User,
+    /// A bad command line or file: printed here, exit 1.
+    Usage(String),
+    Internal(String),
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("internal error: the compiler panicked. This is a bug in Ferrax.\n{info}");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    // Deeply nested programs recurse deeply in the compiler: give it a large stack.
+    let worker = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || run(cli));
+    let result = match worker.map(|handle| handle.join()) {
+        Ok(Ok(result)) => result,
+        _ => return ExitCode::from(3),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::User) => ExitCode::from(1),
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Internal(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let options = ferrax_compiler::pipeline::RunOptions {
+        print_ir_after_all: cli.print_ir_after_all,
+    };
+    match cli.command {
+        Command::Eval { file, expr, format } => {
+            let mut session = open(&file)?;
+            session.options = options;
+            let value = session
+                .eval(&expr)
+                .map_err(|e| report(&session.sources, e))?;
+            print_value(&value, format);
+        }
+        Command::Run {
+            file,
+            function,
+            args,
+            out,
+            format,
+        } => {
+            let mut session = open(&file)?;
+            session.options = options;
+            let mut run_args = vec![];
+            for arg in args {
+                run_args.push(match arg.strip_prefix('@') {
+                    Some(path) => {
+                        let bytes = std::fs::read(path)
+                            .map_err(|e| Failure::Usage(format!("cannot read {path}: {e}")))?;
+                        RunArg::Array(
+                            read_npy(&bytes).map_err(|e| Failure::Usage(format!("{path}: {e}")))?,
+                        )
+                    }
+                    None => RunArg::Literal(arg),
+                });
+            }
+            let value = session
+                .run(&function, run_args)
+                .map_err(|e| report(&session.sources, e))?;
+            match out {
+                Some(dir) => write_outputs(&dir, &value)?,
+                None => print_value(&value, format),
+            }
+        }
+        Command::Compile {
+            file,
+            function,
+            sig,
+            emit,
+            output,
+        } => {
+            if !EMIT_STAGES.contains(&emit.as_str()) {
+                return Err(Failure::Usage(format!(
+                    "unknown stage `{emit}`; the stages are {}",
+                    EMIT_STAGES.join(", ")
+                )));
+            }
+            let mut session = open(&file)?;
+            session.options = options;
+            let text = session
+                .compile(&function, &sig, &emit)
+                .map_err(|e| report(&session.sources, e))?;
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?,
+                None => println!("{text}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open(path: &Path) -> Result<Session, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let name = path.display().to_string();
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            let offset = error.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(error.as_bytes()).into_owned();
+            let mut sources = SourceMap::default();
+            let file = sources.add(&name, text);
+            let diagnostic = ferrax_compiler::diagnostic::Diagnostic::new(
+                "ferrax::syntax::encoding",
+                ferrax_compiler::syntax::span::Span::new(file, offset, offset + 1),
+                "the file is not valid UTF-8",
+            )
+            .label("invalid byte");
+            return Err(report(&sources, Error::User(vec![diagnostic])));
+        }
+    };
+    Session::new(&name, &text).map_err(|(sources, error)| report(&sources, error))
+}
+
+fn report(sources: &SourceMap, error: Error) -> Failure {
+    match error {
+        Error::User(diagnostics) => {
+            let handler = miette::GraphicalReportHandler::new_themed(
+                miette::GraphicalTheme::unicode_nocolor(),
+            )
+            .with_width(100);
+            for diagnostic in diagnostics.into_iter().take(20) {
+                let position = Report::position(&diagnostic, sources);
+                let report = Report::new(diagnostic, sources);
+                let mut text = String::new();
+                if handler.render_report(&mut text, &report).is_err() {
+                    text = report.to_string();
+                }
+                eprintln!("error at {position}\n{text}");
+            }
+            Failure::User
+        }
+        Error::Internal(error) => Failure::Internal(error.to_string()),
+    }
+}
+
+fn print_value(value: &Value, format: Format) {
+    match format {
+        Format::Text => println!("{}", text(value)),
+        Format::Json => println!("{}", json_value(value)),
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Array { array, weak } => repr(array, *weak),
+        Value::Static(s) => match s {
+            StaticValue::None => String::from("None"),
+            StaticValue::Bool(b) => String::from(if *b { "True" } else { "False" }),
+            StaticValue::Int(i) => i.to_string(),
+            StaticValue::Float(f) => python_float(*f),
+            StaticValue::Str(s) => format!("{s:?}").replacen('"', "'", 2),
+        },
+        Value::Tuple(items) if items.len() == 1 => format!("({},)", text(&items[0])),
+        Value::Tuple(items) => format!(
+            "({})",
+            items.iter().map(text).collect::<Vec<_>>().join(", ")
+        ),
+        Value::List(items) => format!(
+            "[{}]",
+            items.iter().map(text).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn python_float(f: f64) -> String {
+    if f.is_nan() {
+        String::from("nan")
+    } else if f.is_infinite() {
+        String::from(if f > 0.0 { "inf" } else { "-inf" })
+    } else {
+        format!("{f:?}")
+    }
+}
+
+fn json_value(value: &Value) -> String {
+    match value {
+        Value::Array { array, .. } => json(array),
+        Value::Static(s) => match s {
+            StaticValue::None => String::from("null"),
+            StaticValue::Bool(b) => b.to_string(),
+            StaticValue::Int(i) => i.to_string(),
+            StaticValue::Float(f) => json_float_text(*f),
+            StaticValue::Str(s) => format!("{s:?}"),
+        },
+        Value::Tuple(items) | Value::List(items) => format!(
+            "[{}]",
+            items.iter().map(json_value).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn write_outputs(dir: &Path, value: &Value) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", dir.display())))?;
+    let mut arrays = vec![];
+    fn collect<'v>(value: &'v Value, arrays: &mut Vec<&'v ferrax_runtime::Array>) {
+        match value {
+            Value::Array { array, .. } => arrays.push(array),
+            Value::Static(_) => {}
+            Value::Tuple(items) | Value::List(items) => {
+                items.iter().for_each(|v| collect(v, arrays))
+            }
+        }
+    }
+    collect(value, &mut arrays);
+    for (i, array) in arrays.iter().enumerate() {
+        let name = if arrays.len() == 1 {
+            String::from("result.npy")
+        } else {
+            format!("result_{i}.npy")
+        };
+        let path = dir.join(name);
+        std::fs::write(&path, write_npy(array))
+            .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}

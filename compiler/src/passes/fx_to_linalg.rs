@@ -41,7 +41,9 @@ pub fn create() -> Pass {
 }
 
 fn run(module: OperationRef<'_, '_>, pass: ExternalPass<'_>) {
-    let context = unsafe { module.context().to_ref() };
+    let context_ref = module.context();
+    // Safety: `context_ref` outlives every use of `context` in this function.
+    let context = unsafe { context_ref.to_ref() };
     let mut fx_ops = vec![];
     module.walk(WalkOrder::PreOrder, |operation| {
         if operation

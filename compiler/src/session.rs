@@ -1,0 +1,378 @@
+//! One compilation: the module's source, what to trace, and the stages to run. This is the
+//! API the CLI and the tests use (`eval`, `run`, `compile`).
+
+use crate::backend;
+use crate::diagnostic::Diagnostic;
+use crate::pipeline::{self, InternalError, RunOptions};
+use crate::specialise::{
+    self, ArrayType, DType, Entry, EntryArg, EntryArgKind, Output, StaticValue,
+};
+use crate::syntax::ast::{self, ExprKind, UnaryOp};
+use crate::syntax::parser::{parse_expression, parse_module};
+use crate::syntax::span::{FileId, SourceMap, Span};
+use ferrax_runtime::Array;
+use melior::ir::operation::{OperationLike, OperationPrintingFlags};
+
+/// Why a compilation failed.
+#[derive(Debug)]
+pub enum Error {
+    /// Errors in the user's program (render them against `Session::sources`).
+    User(Vec<Diagnostic>),
+    Internal(InternalError),
+}
+
+impl From<Diagnostic> for Error {
+    fn from(diagnostic: Diagnostic) -> Self {
+        Error::User(vec![diagnostic])
+    }
+}
+
+impl From<InternalError> for Error {
+    fn from(error: InternalError) -> Self {
+        Error::Internal(error)
+    }
+}
+
+/// A computed result: arrays, static Python values, and tuples or lists of them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Array { array: Array, weak: bool },
+    Static(StaticValue),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+}
+
+/// An argument of `run`: a literal (its text) or an array.
+pub enum RunArg {
+    Literal(String),
+    Array(Array),
+}
+
+/// A parsed module and the sources diagnostics point into.
+pub struct Session {
+    pub sources: SourceMap,
+    module: ast::Module,
+    pub options: RunOptions,
+}
+
+impl Session {
+    /// Parses the module `text`, reported as `name`.
+    pub fn new(name: &str, text: &str) -> Result<Session, (SourceMap, Error)> {
+        let mut sources = SourceMap::default();
+        let file = sources.add(name, text);
+        let (module, errors) = parse_module(file, text);
+        if !errors.is_empty() {
+            return Err((sources, Error::User(errors)));
+        }
+        Ok(Session {
+            sources,
+            module,
+            options: RunOptions::default(),
+        })
+    }
+
+    fn parse_extra(&mut self, name: &str, text: &str) -> Result<ast::Expr, Error> {
+        let file = self.sources.add(name, text);
+        let (expr, errors) = parse_expression(file, text);
+        match expr {
+            Some(expr) if errors.is_empty() => Ok(expr),
+            _ => Err(Error::User(errors)),
+        }
+    }
+
+    /// Evaluates an expression in the module's namespace, compiling and running its array work.
+    pub fn eval(&mut self, expression: &str) -> Result<Value, Error> {
+        let expr = self.parse_extra("<expr>", expression)?;
+        self.execute(&Entry::Expr(expr), "eval", vec![])
+    }
+
+    /// Calls the module's function `function` on `args` (literals are traced as JAX's `jit`
+    /// would, `.npy` arrays are inputs).
+    pub fn run(&mut self, function: &str, args: Vec<RunArg>) -> Result<Value, Error> {
+        let call_span = Span::new(FileId(0), 0, 0);
+        let mut entry_args = vec![];
+        let mut inputs = vec![];
+        for (index, arg) in args.into_iter().enumerate() {
+            let array = match arg {
+                RunArg::Array(array) => array,
+                RunArg::Literal(text) => {
+                    let expr = self.parse_extra(&format!("<argument {}>", index + 1), &text)?;
+                    literal_array(&expr)?
+                }
+            };
+            let dtype = match array.dtype {
+                ferrax_runtime::DType::Bool => DType::Bool,
+                ferrax_runtime::DType::I32 => DType::I32,
+                ferrax_runtime::DType::I64 => DType::I64,
+                ferrax_runtime::DType::F32 => DType::F32,
+                ferrax_runtime::DType::F64 => DType::F64,
+            };
+            let ty = ArrayType::new(dtype, array.shape.iter().map(|d| *d as i64).collect());
+            entry_args.push(EntryArg {
+                name: None,
+                kind: EntryArgKind::Array(ty),
+            });
+            inputs.push(array);
+        }
+        let entry = Entry::Call {
+            function: function.to_string(),
+            span: call_span,
+            args: entry_args,
+        };
+        self.execute(&entry, &sanitise(function), inputs)
+    }
+
+    /// Compiles `function` for the signature `signature` (`"x: f32[3], y: f32[3]"`) and
+    /// returns the module at stage `emit` as text.
+    pub fn compile(
+        &mut self,
+        function: &str,
+        signature: &str,
+        emit: &str,
+    ) -> Result<String, Error> {
+        let signature_file = self.sources.add("<signature>", signature);
+        let args = parse_signature(signature_file, signature)?;
+        let entry = Entry::Call {
+            function: function.to_string(),
+            span: Span::new(signature_file, 0, signature.len()),
+            args,
+        };
+        let context = ferrax_dialects::create_context();
+        let mut traced = specialise::trace(
+            &context,
+            &self.sources,
+            &self.module,
+            &entry,
+            &sanitise(function),
+        )?;
+        let until = if emit == "llvm-ir" { "llvm-mlir" } else { emit };
+        pipeline::run_until(&context, &mut traced.module, until, self.options)?;
+        if emit == "llvm-ir" {
+            return Ok(pipeline::translate_to_llvm_ir(&traced.module));
+        }
+        let flags = OperationPrintingFlags::new().enable_debug_info(emit == "fx", false);
+        Ok(traced
+            .module
+            .as_operation()
+            .to_string_with_flags(flags)
+            .unwrap_or_else(|_| traced.module.as_operation().to_string()))
+    }
+
+    fn execute(
+        &mut self,
+        entry: &Entry,
+        function: &str,
+        inputs: Vec<Array>,
+    ) -> Result<Value, Error> {
+        let context = ferrax_dialects::create_context();
+        let mut traced = specialise::trace(&context, &self.sources, &self.module, entry, function)?;
+        let mut leaves = vec![];
+        collect_leaves(&traced.output, &mut leaves);
+        let results = if leaves.is_empty() {
+            vec![]
+        } else {
+            pipeline::run_until(&context, &mut traced.module, "llvm-mlir", self.options)?;
+            let outputs = leaves
+                .iter()
+                .map(|ty| {
+                    Array::zeros(
+                        runtime_dtype(ty.dtype),
+                        ty.shape.iter().map(|d| *d as usize).collect(),
+                    )
+                })
+                .collect();
+            backend::run_jit(&traced.module, function, &inputs, outputs).map_err(|message| {
+                Error::Internal(InternalError {
+                    stage: "jit",
+                    messages: vec![message],
+                    ir: String::new(),
+                })
+            })?
+        };
+        Ok(assemble(&traced.output, &results))
+    }
+}
+
+fn sanitise(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub fn runtime_dtype(dtype: DType) -> ferrax_runtime::DType {
+    match dtype {
+        DType::Bool => ferrax_runtime::DType::Bool,
+        DType::I32 => ferrax_runtime::DType::I32,
+        DType::I64 => ferrax_runtime::DType::I64,
+        DType::F32 => ferrax_runtime::DType::F32,
+        DType::F64 => ferrax_runtime::DType::F64,
+    }
+}
+
+fn collect_leaves(output: &Output, leaves: &mut Vec<ArrayType>) {
+    match output {
+        Output::Array { ty, .. } => leaves.push(ty.clone()),
+        Output::Static(_) => {}
+        Output::Tuple(items) | Output::List(items) => {
+            items.iter().for_each(|o| collect_leaves(o, leaves))
+        }
+    }
+}
+
+fn assemble(output: &Output, results: &[Array]) -> Value {
+    match output {
+        Output::Array { index, ty } => Value::Array {
+            array: results[*index].clone(),
+            weak: ty.weak,
+        },
+        Output::Static(value) => Value::Static(value.clone()),
+        Output::Tuple(items) => Value::Tuple(items.iter().map(|o| assemble(o, results)).collect()),
+        Output::List(items) => Value::List(items.iter().map(|o| assemble(o, results)).collect()),
+    }
+}
+
+/// A literal argument (`2.0`, `-1`, `True`, `[1.0, 2.0]`) as an array: floats are float32,
+/// ints int32, as JAX converts Python values passed to a jitted function.
+fn literal_array(expr: &ast::Expr) -> Result<Array, Error> {
+    fn walk(
+        expr: &ast::Expr,
+        values: &mut Vec<f64>,
+        is_float: &mut bool,
+        is_bool: &mut bool,
+    ) -> Result<Vec<usize>, Diagnostic> {
+        match &expr.kind {
+            ExprKind::Int(i) => {
+                values.push(*i as f64);
+                *is_bool = false;
+                Ok(vec![])
+            }
+            ExprKind::Float(f) => {
+                values.push(*f);
+                *is_float = true;
+                *is_bool = false;
+                Ok(vec![])
+            }
+            ExprKind::Bool(b) => {
+                values.push(f64::from(u8::from(*b)));
+                Ok(vec![])
+            }
+            ExprKind::UnaryOp {
+                op: UnaryOp::Neg,
+                operand,
+            } => {
+                let shape = walk(operand, values, is_float, is_bool)?;
+                if let Some(last) = values.last_mut() {
+                    *last = -*last;
+                }
+                Ok(shape)
+            }
+            ExprKind::List(items) | ExprKind::Tuple(items) => {
+                let mut inner: Option<Vec<usize>> = None;
+                for item in items {
+                    let shape = walk(item, values, is_float, is_bool)?;
+                    if inner.as_ref().is_some_and(|s| *s != shape) {
+                        return Err(Diagnostic::new(
+                            "ferrax::cli::argument",
+                            item.span,
+                            "the rows of an array literal must have one shape",
+                        ));
+                    }
+                    inner = Some(shape);
+                }
+                let mut shape = vec![items.len()];
+                shape.extend(inner.unwrap_or_default());
+                Ok(shape)
+            }
+            _ => Err(Diagnostic::new(
+                "ferrax::cli::argument",
+                expr.span,
+                "an argument must be a number, a bool, a list of them, or @file.npy",
+            )
+            .label("not a literal")),
+        }
+    }
+    let mut values = vec![];
+    let (mut is_float, mut is_bool) = (false, true);
+    let shape = walk(expr, &mut values, &mut is_float, &mut is_bool)?;
+    let dtype = if is_float || values.is_empty() {
+        ferrax_runtime::DType::F32
+    } else if is_bool {
+        ferrax_runtime::DType::Bool
+    } else {
+        ferrax_runtime::DType::I32
+    };
+    Ok(Array::from_f64(dtype, shape, &values))
+}
+
+/// `"x: f32[1000000], n: i32[]"` into named array arguments.
+fn parse_signature(file: FileId, text: &str) -> Result<Vec<EntryArg>, Diagnostic> {
+    let mut args = vec![];
+    let mut depth = 0;
+    let mut start = 0;
+    let mut pieces = vec![];
+    for (i, c) in text.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ',' if depth == 0 => {
+                pieces.push((start, i));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    pieces.push((start, text.len()));
+    for (start, end) in pieces {
+        let piece = &text[start..end];
+        if piece.trim().is_empty() {
+            continue;
+        }
+        let span = Span::new(file, start, end);
+        let bad = || {
+            Diagnostic::new(
+                "ferrax::cli::signature",
+                span,
+                format!("cannot read `{}` as an argument type", piece.trim()),
+            )
+            .label("expected `name: dtype[dims]`")
+            .help("for example --sig \"x: f32[1000], w: f32[3,3], n: i32[]\"")
+        };
+        let (name, ty) = match piece.split_once(':') {
+            Some((name, ty)) => (Some(name.trim().to_string()), ty.trim()),
+            None => (None, piece.trim()),
+        };
+        let open = ty.find('[').ok_or_else(bad)?;
+        if !ty.ends_with(']') {
+            return Err(bad());
+        }
+        let dtype = DType::parse(&ty[..open]).ok_or_else(bad)?;
+        let dims_text = &ty[open + 1..ty.len() - 1];
+        let mut shape = vec![];
+        for dim in dims_text
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
+            if dim == "?" {
+                return Err(Diagnostic::not_supported(span, "a dynamic dimension `?`"));
+            }
+            shape.push(
+                dim.parse::<i64>()
+                    .ok()
+                    .filter(|d| *d >= 0)
+                    .ok_or_else(bad)?,
+            );
+        }
+        args.push(EntryArg {
+            name,
+            kind: EntryArgKind::Array(ArrayType::new(dtype, shape)),
+        });
+    }
+    Ok(args)
+}
