@@ -110,3 +110,21 @@ impl miette::Diagnostic for Report {
         ))))
     }
 }
+
+/// Renders diagnostics as text, each headed by `error at file:line:col` (at most 20).
+pub fn render(diagnostics: &[Diagnostic], sources: &SourceMap) -> String {
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .with_width(100);
+    let mut text = String::new();
+    for diagnostic in diagnostics.iter().take(20) {
+        let position = Report::position(diagnostic, sources);
+        let report = Report::new(diagnostic.clone(), sources);
+        let mut rendered = String::new();
+        if handler.render_report(&mut rendered, &report).is_err() {
+            rendered = report.to_string();
+        }
+        text.push_str(&format!("error at {position}\n{rendered}\n"));
+    }
+    text
+}

@@ -42,6 +42,61 @@ pub enum Value {
     List(Vec<Value>),
 }
 
+impl Value {
+    /// The result as JAX prints it: `Array([1., 2.], dtype=float32)`, tuples as Python's.
+    pub fn repr(&self) -> String {
+        match self {
+            Value::Array { array, weak } => ferrax_runtime::repr(array, *weak),
+            Value::Static(s) => match s {
+                StaticValue::None => String::from("None"),
+                StaticValue::Bool(b) => String::from(if *b { "True" } else { "False" }),
+                StaticValue::Int(i) => i.to_string(),
+                StaticValue::Float(f) if f.is_nan() => String::from("nan"),
+                StaticValue::Float(f) if f.is_infinite() => {
+                    String::from(if *f > 0.0 { "inf" } else { "-inf" })
+                }
+                StaticValue::Float(f) => format!("{f:?}"),
+                StaticValue::Str(s) => {
+                    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+                }
+            },
+            Value::Tuple(items) if items.len() == 1 => format!("({},)", items[0].repr()),
+            Value::Tuple(items) => format!(
+                "({})",
+                items.iter().map(Value::repr).collect::<Vec<_>>().join(", ")
+            ),
+            Value::List(items) => format!(
+                "[{}]",
+                items.iter().map(Value::repr).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// The result in the conformance JSON form (shared/conformance/README.md).
+    pub fn to_json(&self) -> String {
+        match self {
+            Value::Array { array, .. } => ferrax_runtime::json(array),
+            Value::Static(s) => match s {
+                StaticValue::None => String::from("null"),
+                StaticValue::Bool(b) => b.to_string(),
+                StaticValue::Int(i) => i.to_string(),
+                StaticValue::Float(f) => ferrax_runtime::json_float(*f),
+                StaticValue::Str(s) => format!("{s:?}"),
+            },
+            Value::Tuple(items) | Value::List(items) => {
+                format!(
+                    "[{}]",
+                    items
+                        .iter()
+                        .map(Value::to_json)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        }
+    }
+}
+
 /// An argument of `run`: a literal (its text) or an array.
 pub enum RunArg {
     Literal(String),
@@ -150,7 +205,9 @@ impl Session {
         if emit == "llvm-ir" {
             return Ok(pipeline::translate_to_llvm_ir(&traced.module));
         }
-        let flags = OperationPrintingFlags::new().enable_debug_info(emit == "fx", false);
+        let flags = OperationPrintingFlags::new()
+            .enable_debug_info(emit == "fx", false)
+            .use_local_scope();
         Ok(traced
             .module
             .as_operation()

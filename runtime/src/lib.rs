@@ -4,7 +4,7 @@
 mod format;
 mod npy;
 
-pub use format::{json, json_float as json_float_text, repr};
+pub use format::{json, json_float, repr};
 pub use npy::{read_npy, write_npy};
 
 /// Element types of arrays.

@@ -4,12 +4,11 @@
 //! internal errors print an "internal error" banner and exit with status 3.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ferrax_compiler::diagnostic::Report;
+use ferrax_compiler::diagnostic::render;
 use ferrax_compiler::pipeline::EMIT_STAGES;
 use ferrax_compiler::session::{Error, RunArg, Session, Value};
-use ferrax_compiler::specialise::StaticValue;
 use ferrax_compiler::syntax::span::SourceMap;
-use ferrax_runtime::{json, json_float_text, read_npy, repr, write_npy};
+use ferrax_runtime::{read_npy, write_npy};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -212,19 +211,7 @@ fn open(path: &Path) -> Result<Session, Failure> {
 fn report(sources: &SourceMap, error: Error) -> Failure {
     match error {
         Error::User(diagnostics) => {
-            let handler = miette::GraphicalReportHandler::new_themed(
-                miette::GraphicalTheme::unicode_nocolor(),
-            )
-            .with_width(100);
-            for diagnostic in diagnostics.into_iter().take(20) {
-                let position = Report::position(&diagnostic, sources);
-                let report = Report::new(diagnostic, sources);
-                let mut text = String::new();
-                if handler.render_report(&mut text, &report).is_err() {
-                    text = report.to_string();
-                }
-                eprintln!("error at {position}\n{text}");
-            }
+            eprint!("{}", render(&diagnostics, sources));
             Failure::User
         }
         Error::Internal(error) => Failure::Internal(error.to_string()),
@@ -233,57 +220,8 @@ fn report(sources: &SourceMap, error: Error) -> Failure {
 
 fn print_value(value: &Value, format: Format) {
     match format {
-        Format::Text => println!("{}", text(value)),
-        Format::Json => println!("{}", json_value(value)),
-    }
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::Array { array, weak } => repr(array, *weak),
-        Value::Static(s) => match s {
-            StaticValue::None => String::from("None"),
-            StaticValue::Bool(b) => String::from(if *b { "True" } else { "False" }),
-            StaticValue::Int(i) => i.to_string(),
-            StaticValue::Float(f) => python_float(*f),
-            StaticValue::Str(s) => format!("{s:?}").replacen('"', "'", 2),
-        },
-        Value::Tuple(items) if items.len() == 1 => format!("({},)", text(&items[0])),
-        Value::Tuple(items) => format!(
-            "({})",
-            items.iter().map(text).collect::<Vec<_>>().join(", ")
-        ),
-        Value::List(items) => format!(
-            "[{}]",
-            items.iter().map(text).collect::<Vec<_>>().join(", ")
-        ),
-    }
-}
-
-fn python_float(f: f64) -> String {
-    if f.is_nan() {
-        String::from("nan")
-    } else if f.is_infinite() {
-        String::from(if f > 0.0 { "inf" } else { "-inf" })
-    } else {
-        format!("{f:?}")
-    }
-}
-
-fn json_value(value: &Value) -> String {
-    match value {
-        Value::Array { array, .. } => json(array),
-        Value::Static(s) => match s {
-            StaticValue::None => String::from("null"),
-            StaticValue::Bool(b) => b.to_string(),
-            StaticValue::Int(i) => i.to_string(),
-            StaticValue::Float(f) => json_float_text(*f),
-            StaticValue::Str(s) => format!("{s:?}"),
-        },
-        Value::Tuple(items) | Value::List(items) => format!(
-            "[{}]",
-            items.iter().map(json_value).collect::<Vec<_>>().join(", ")
-        ),
+        Format::Text => println!("{}", value.repr()),
+        Format::Json => println!("{}", value.to_json()),
     }
 }
 
