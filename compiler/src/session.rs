@@ -178,12 +178,13 @@ impl Session {
     }
 
     /// Compiles `function` for the signature `signature` (`"x: f32[3], y: f32[3]"`) and
-    /// returns the module at stage `emit` as text.
+    /// returns the module at stage `emit` as text, with source locations when `locations`.
     pub fn compile(
         &mut self,
         function: &str,
         signature: &str,
         emit: &str,
+        locations: bool,
     ) -> Result<String, Error> {
         let signature_file = self.sources.add("<signature>", signature);
         let args = parse_signature(signature_file, signature)?;
@@ -206,7 +207,7 @@ impl Session {
             return Ok(pipeline::translate_to_llvm_ir(&traced.module));
         }
         let flags = OperationPrintingFlags::new()
-            .enable_debug_info(emit == "fx", false)
+            .enable_debug_info(locations, false)
             .use_local_scope();
         Ok(traced
             .module

@@ -173,7 +173,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let mut session = open(&file)?;
             session.options = options;
             let text = session
-                .compile(&function, &sig, &emit)
+                .compile(&function, &sig, &emit, emit == "fx")
                 .map_err(|e| report(&session.sources, e))?;
             match output {
                 Some(path) => std::fs::write(&path, text)
