@@ -7,7 +7,12 @@ use ferrax_compiler::session::{Error, Session};
 fn diagnostics() {
     insta::glob!("conformance/errors/*.py", |path| {
         let text = std::fs::read_to_string(path).expect("readable case");
-        let name = format!("errors/{}", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        let name = format!(
+            "errors/{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
         let mut rendered = String::new();
         for expr in text.lines().filter_map(|l| l.strip_prefix("# error: ")) {
             let output = match Session::new(&name, &text) {

@@ -1513,7 +1513,7 @@ fn dot(interp: &mut Interp, a: &Traced, b: &Traced, span: Span) -> DResult<Trace
         ));
     }
     let ka = sa[sa.len() - 1];
-    let kb = if sb.len() == 1 { sb[0] } else { sb[0] };
+    let kb = sb[0];
     if ka != kb {
         return Err(Diagnostic::new(
             "ferrax::shape::dot",

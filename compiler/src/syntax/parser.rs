@@ -21,6 +21,14 @@ pub fn parse_module(file: FileId, text: &str) -> (Module, Vec<Diagnostic>) {
         depth: 0,
     };
     let body = parser.statements_until_eof();
+    // An unclosed bracket already explains an error at the end of the file.
+    let end = text.len() as u32;
+    if errors
+        .iter()
+        .any(|e| e.message.ends_with("was never closed"))
+    {
+        parser.errors.retain(|e| e.span.start < end);
+    }
     errors.append(&mut parser.errors);
     errors.sort_by_key(|e| e.span.start);
     (Module { body }, errors)
