@@ -83,6 +83,10 @@ pub fn run_until(
     options: RunOptions,
 ) -> Result<(), InternalError> {
     register_all_passes();
+    if options.print_ir_after_all {
+        // MLIR prints after each pass only when passes run on one thread.
+        context.enable_multi_threading(false);
+    }
     verify(context, module, "fx")?;
     if last == "fx" {
         return Ok(());

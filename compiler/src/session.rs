@@ -148,11 +148,14 @@ impl Session {
         let mut entry_args = vec![];
         let mut inputs = vec![];
         for (index, arg) in args.into_iter().enumerate() {
-            let array = match arg {
-                RunArg::Array(array) => array,
+            // A Python scalar passed to a jitted function is weakly typed, as in JAX.
+            let (array, weak) = match arg {
+                RunArg::Array(array) => (array, false),
                 RunArg::Literal(text) => {
                     let expr = self.parse_extra(&format!("<argument {}>", index + 1), &text)?;
-                    literal_array(&expr)?
+                    let array = literal_array(&expr)?;
+                    let weak = array.shape.is_empty() && array.dtype != ferrax_runtime::DType::Bool;
+                    (array, weak)
                 }
             };
             let dtype = match array.dtype {
@@ -162,7 +165,11 @@ impl Session {
                 ferrax_runtime::DType::F32 => DType::F32,
                 ferrax_runtime::DType::F64 => DType::F64,
             };
-            let ty = ArrayType::new(dtype, array.shape.iter().map(|d| *d as i64).collect());
+            let ty = ArrayType {
+                dtype,
+                shape: array.shape.iter().map(|d| *d as i64).collect(),
+                weak,
+            };
             entry_args.push(EntryArg {
                 name: None,
                 kind: EntryArgKind::Array(ty),
