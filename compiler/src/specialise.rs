@@ -18,12 +18,7 @@ use emit::Emitter;
 use interp::Interp;
 use melior::{
     Context,
-    dialect::func,
-    ir::{
-        Attribute, Block, BlockLike, Identifier, Location, Module, Region, RegionLike, Type,
-        attribute::{StringAttribute, TypeAttribute},
-        r#type::FunctionType,
-    },
+    ir::{BlockLike, Location, Module},
 };
 pub use value::{ArrayType, DType};
 use value::{Scope, Value};
@@ -101,100 +96,49 @@ pub fn trace<'c>(
             })
             .collect(),
     };
-    let input_types: Vec<Type<'c>> = inputs
-        .iter()
-        .map(|ty| {
-            Type::parse(context, &ty.mlir()).expect("array types print as valid tensor types")
-        })
-        .collect();
-    let block = Block::new(
-        &input_types
-            .iter()
-            .map(|ty| (*ty, location))
-            .collect::<Vec<_>>(),
-    );
-    let (output, result_types) = {
-        let mut interp = Interp::new(Emitter::new(context, &block, sources));
-        let scope = Scope::new(None);
-        scope.set("__name__", Value::Str("__ferrax__".into()));
-        interp.exec_module(module, &scope)?;
-        let value = match entry {
-            Entry::Expr(expr) => {
-                for (name, module) in [("jax", "jax"), ("jnp", "jax.numpy"), ("lax", "jax.lax")] {
-                    if scope.lookup(name).is_none() {
-                        scope.set(name, Value::Module(module));
-                    }
+    let mut interp = Interp::new(Emitter::new(context, sources));
+    let arguments = interp.emit.begin_function(&inputs, location);
+    let scope = Scope::new(None);
+    scope.set("__name__", Value::Str("__ferrax__".into()));
+    interp.exec_module(module, &scope)?;
+    let (value, span) = match entry {
+        Entry::Expr(expr) => {
+            for (name, module) in [("jax", "jax"), ("jnp", "jax.numpy"), ("lax", "jax.lax")] {
+                if scope.lookup(name).is_none() {
+                    scope.set(name, Value::Module(module));
                 }
-                interp.eval(expr, &scope)?
             }
-            Entry::Call {
-                function,
-                span,
-                args,
-            } => {
-                let callee = scope.lookup(function).ok_or_else(|| {
-                    Diagnostic::new(
-                        "ferrax::name::undefined",
-                        *span,
-                        format!("the module has no function `{function}`"),
-                    )
+            (interp.eval(expr, &scope)?, expr.span)
+        }
+        Entry::Call { function, span, args } => {
+            let callee = scope.lookup(function).ok_or_else(|| {
+                Diagnostic::new("ferrax::name::undefined", *span, format!("the module has no function `{function}`"))
                     .label("not defined in the module")
-                })?;
-                let mut positional = vec![];
-                let mut keywords = vec![];
-                let mut index = 0;
-                for arg in args {
-                    let value = match &arg.kind {
-                        EntryArgKind::Array(ty) => {
-                            index += 1;
-                            Value::Array(interp.emit.argument(index - 1, ty.clone()))
-                        }
-                        EntryArgKind::Static(value) => static_to_value(value),
-                    };
-                    match &arg.name {
-                        Some(name) => keywords.push((name.clone(), value)),
-                        None => positional.push(value),
-                    }
+            })?;
+            let mut positional = vec![];
+            let mut keywords = vec![];
+            let mut arrays = arguments.into_iter();
+            for arg in args {
+                let value = match &arg.kind {
+                    EntryArgKind::Array(_) => Value::Array(arrays.next().expect("one block argument per array")),
+                    EntryArgKind::Static(value) => static_to_value(value),
+                };
+                match &arg.name {
+                    Some(name) => keywords.push((name.clone(), value)),
+                    None => positional.push(value),
                 }
-                interp.call(&callee, positional, keywords, *span)?
             }
-        };
-        let mut leaves = vec![];
-        let span = match entry {
-            Entry::Expr(expr) => expr.span,
-            Entry::Call { span, .. } => *span,
-        };
-        let output = collect_output(&value, &mut leaves, span)?;
-        let results: Vec<_> = leaves.iter().map(|t| interp.emit.value(t)).collect();
-        let result_types: Vec<Type<'c>> = leaves
-            .iter()
-            .map(|t| interp.emit.tensor_type(&t.ty))
-            .collect();
-        interp.emit.append(func::r#return(&results, location));
-        (output, result_types)
+            (interp.call(&callee, positional, keywords, *span)?, *span)
+        }
     };
-    let region = Region::new();
-    region.append_block(block);
-    let function_type = FunctionType::new(context, &input_types, &result_types);
-    let operation = func::func(
-        context,
-        StringAttribute::new(context, function),
-        TypeAttribute::new(function_type.into()),
-        region,
-        &[(
-            Identifier::new(context, "llvm.emit_c_interface"),
-            Attribute::unit(context),
-        )],
-        location,
-    );
+    let mut leaves = vec![];
+    let output = collect_output(&value, &mut leaves, span)?;
+    interp.emit.end_function(function, &leaves, true, location);
     let mlir_module = Module::new(location);
-    mlir_module.body().append_operation(operation);
-    Ok(Traced {
-        module: mlir_module,
-        function: function.to_string(),
-        inputs,
-        output,
-    })
+    for operation in std::mem::take(&mut interp.emit.functions) {
+        mlir_module.body().append_operation(operation);
+    }
+    Ok(Traced { module: mlir_module, function: function.to_string(), inputs, output })
 }
 
 fn static_to_value(value: &StaticValue) -> Value {
@@ -207,7 +151,7 @@ fn static_to_value(value: &StaticValue) -> Value {
     }
 }
 
-fn collect_output(
+pub(crate) fn collect_output(
     value: &Value,
     leaves: &mut Vec<value::Traced>,
     span: Span,

@@ -7,11 +7,16 @@ use crate::syntax::span::{SourceMap, Span};
 use ferrax_dialects::fx;
 use melior::{
     Context,
+    dialect::func,
     ir::{
-        Attribute, Block, BlockLike, Location, Operation, OperationRef, Type,
-        attribute::DenseElementsAttribute, r#type::RankedTensorType,
+        Attribute, Block, BlockLike, Identifier, Location, Operation, Region, RegionLike, Type, ValueLike,
+        attribute::{DenseElementsAttribute, StringAttribute, TypeAttribute},
+        operation::OperationLike,
+        r#type::{FunctionType, RankedTensorType},
     },
 };
+use mlir_sys::MlirValue;
+use std::cell::Cell;
 
 pub type DResult<T> = Result<T, Diagnostic>;
 
@@ -83,39 +88,101 @@ impl Unary {
     }
 }
 
-/// Builds the body of one function: a block, the values defined in it, and where they came from.
+/// Builds functions: a stack of blocks under construction (a differentiated function is
+/// traced into its own `func.func` while its caller is being traced), the values defined in
+/// them, and where they came from.
 pub struct Emitter<'c, 'a> {
     pub context: &'c Context,
-    block: &'a Block<'c>,
-    values: Vec<melior::ir::Value<'c, 'a>>,
     sources: &'a SourceMap,
+    /// Blocks under construction, innermost last, each with a unique id.
+    blocks: Vec<(usize, Block<'c>)>,
+    next_block: usize,
+    /// Every traced value: the MLIR value and the id of the block that defines it.
+    values: Vec<(MlirValue, usize)>,
+    /// Finished functions, in the order they were completed (callees before callers).
+    pub functions: Vec<Operation<'c>>,
+    /// Set when a value is used in a function other than the one that defines it.
+    escaped: Cell<bool>,
 }
 
 impl<'c, 'a> Emitter<'c, 'a> {
-    pub fn new(context: &'c Context, block: &'a Block<'c>, sources: &'a SourceMap) -> Self {
+    pub fn new(context: &'c Context, sources: &'a SourceMap) -> Self {
         Self {
             context,
-            block,
-            values: vec![],
             sources,
+            blocks: vec![],
+            next_block: 0,
+            values: vec![],
+            functions: vec![],
+            escaped: Cell::new(false),
         }
     }
 
-    /// The block argument `index`, of type `ty`.
-    pub fn argument(&mut self, index: usize, ty: ArrayType) -> Traced {
-        let argument = self
-            .block
-            .argument(index)
-            .expect("the block has one argument per parameter");
-        self.values.push(argument.into());
-        Traced {
-            id: self.values.len() - 1,
-            ty,
-        }
+    /// Starts a function with arguments of `inputs`; returns them as traced values.
+    pub fn begin_function(&mut self, inputs: &[ArrayType], location: Location<'c>) -> Vec<Traced> {
+        let types: Vec<(Type<'c>, Location<'c>)> =
+            inputs.iter().map(|ty| (self.tensor_type(ty), location)).collect();
+        let block = Block::new(&types);
+        let id = self.next_block;
+        self.next_block += 1;
+        let arguments: Vec<MlirValue> = (0..inputs.len())
+            .map(|i| block.argument(i).expect("one argument per input").to_raw())
+            .collect();
+        self.blocks.push((id, block));
+        arguments
+            .into_iter()
+            .zip(inputs)
+            .map(|(raw, ty)| {
+                self.values.push((raw, id));
+                Traced { id: self.values.len() - 1, ty: ty.clone() }
+            })
+            .collect()
     }
 
-    pub fn value(&self, traced: &Traced) -> melior::ir::Value<'c, 'a> {
-        self.values[traced.id]
+    /// Ends the innermost function, returning `results`, as `func.func @name`. Entry
+    /// functions are public with the C interface; the others are private.
+    pub fn end_function(&mut self, name: &str, results: &[Traced], entry: bool, location: Location<'c>) {
+        let values: Vec<melior::ir::Value<'c, '_>> = results.iter().map(|t| self.value(t)).collect();
+        let result_types: Vec<Type<'c>> = results.iter().map(|t| self.tensor_type(&t.ty)).collect();
+        self.append(func::r#return(&values, location));
+        let (_, block) = self.blocks.pop().expect("a function is open");
+        let input_types: Vec<Type<'c>> = (0..block.argument_count())
+            .map(|i| block.argument(i).expect("argument exists").r#type())
+            .collect();
+        let region = Region::new();
+        region.append_block(block);
+        let function_type = FunctionType::new(self.context, &input_types, &result_types);
+        let mut attributes = vec![];
+        if entry {
+            attributes.push((Identifier::new(self.context, "llvm.emit_c_interface"), Attribute::unit(self.context)));
+        } else {
+            attributes.push((
+                Identifier::new(self.context, "sym_visibility"),
+                StringAttribute::new(self.context, "private").into(),
+            ));
+        }
+        self.functions.push(func::func(
+            self.context,
+            StringAttribute::new(self.context, name),
+            TypeAttribute::new(function_type.into()),
+            region,
+            &attributes,
+            location,
+        ));
+    }
+
+    /// True (once) when a traced value was used outside the function that defines it.
+    pub fn take_escaped(&self) -> bool {
+        self.escaped.replace(false)
+    }
+
+    pub fn value(&self, traced: &Traced) -> melior::ir::Value<'c, 'c> {
+        let (raw, block) = self.values[traced.id];
+        if self.blocks.last().map(|(id, _)| *id) != Some(block) {
+            self.escaped.set(true);
+        }
+        // Safety: the value belongs to a block of this emitter, alive until the module is built.
+        unsafe { melior::ir::Value::from_raw(raw) }
     }
 
     pub fn location(&self, span: Span) -> Location<'c> {
@@ -128,18 +195,29 @@ impl<'c, 'a> Emitter<'c, 'a> {
         Type::parse(self.context, &ty.mlir()).expect("array types print as valid tensor types")
     }
 
-    pub fn append(&self, operation: Operation<'c>) -> OperationRef<'c, 'a> {
-        self.block.append_operation(operation)
+    /// Appends `operation` to the innermost block; returns its results.
+    fn append(&self, operation: Operation<'c>) -> Vec<MlirValue> {
+        let (_, block) = self.blocks.last().expect("a function is open");
+        let operation = block.append_operation(operation);
+        operation.results().map(|r| r.to_raw()).collect()
     }
 
     fn push(&mut self, operation: Operation<'c>, ty: ArrayType) -> Traced {
-        let operation = self.block.append_operation(operation);
-        let result = operation.result(0).expect("fx ops have one result");
-        self.values.push(result.into());
-        Traced {
-            id: self.values.len() - 1,
-            ty,
-        }
+        self.push_many(operation, vec![ty]).remove(0)
+    }
+
+    /// Appends an op with several results of types `tys`.
+    pub fn push_many(&mut self, operation: Operation<'c>, tys: Vec<ArrayType>) -> Vec<Traced> {
+        let block = self.blocks.last().map(|(id, _)| *id).expect("a function is open");
+        let results = self.append(operation);
+        results
+            .into_iter()
+            .zip(tys)
+            .map(|(raw, ty)| {
+                self.values.push((raw, block));
+                Traced { id: self.values.len() - 1, ty }
+            })
+            .collect()
     }
 
     /// An `fx.constant` with `values` (row-major) converted to `ty.dtype`.
