@@ -9,6 +9,7 @@
 mod builtins;
 pub mod emit;
 mod interp;
+mod transforms;
 pub mod value;
 
 use crate::diagnostic::Diagnostic;
@@ -110,17 +111,27 @@ pub fn trace<'c>(
             }
             (interp.eval(expr, &scope)?, expr.span)
         }
-        Entry::Call { function, span, args } => {
+        Entry::Call {
+            function,
+            span,
+            args,
+        } => {
             let callee = scope.lookup(function).ok_or_else(|| {
-                Diagnostic::new("ferrax::name::undefined", *span, format!("the module has no function `{function}`"))
-                    .label("not defined in the module")
+                Diagnostic::new(
+                    "ferrax::name::undefined",
+                    *span,
+                    format!("the module has no function `{function}`"),
+                )
+                .label("not defined in the module")
             })?;
             let mut positional = vec![];
             let mut keywords = vec![];
             let mut arrays = arguments.into_iter();
             for arg in args {
                 let value = match &arg.kind {
-                    EntryArgKind::Array(_) => Value::Array(arrays.next().expect("one block argument per array")),
+                    EntryArgKind::Array(_) => {
+                        Value::Array(arrays.next().expect("one block argument per array"))
+                    }
                     EntryArgKind::Static(value) => static_to_value(value),
                 };
                 match &arg.name {
@@ -138,7 +149,12 @@ pub fn trace<'c>(
     for operation in std::mem::take(&mut interp.emit.functions) {
         mlir_module.body().append_operation(operation);
     }
-    Ok(Traced { module: mlir_module, function: function.to_string(), inputs, output })
+    Ok(Traced {
+        module: mlir_module,
+        function: function.to_string(),
+        inputs,
+        output,
+    })
 }
 
 fn static_to_value(value: &StaticValue) -> Value {

@@ -3,14 +3,11 @@
 
 use super::emit::{Binary, DResult, Unary};
 use super::interp::{Interp, number};
-use super::value::{
-    ArrayType, CustomKind, CustomRule, DType, Traced, Transform, Value, shape_repr,
-};
+use super::value::{ArrayType, CustomKind, DType, Traced, Transform, Value, shape_repr};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::BinOp;
 use crate::syntax::span::Span;
 use ferrax_dialects::fx::{Predicate, ReduceKind};
-use std::cell::RefCell;
 use std::rc::Rc;
 
 const MODULES: &[&str] = &[
@@ -561,7 +558,10 @@ pub fn call(
             };
             Ok(Value::Array(interp.emit.binary(span, op, &a, &b)))
         }
-        "stop_gradient" => Ok(Value::Array(args.array(interp, 0, "x")?)),
+        "stop_gradient" => {
+            let x = args.array(interp, 0, "x")?;
+            Ok(Value::Array(interp.emit.stop_gradient(span, &x)))
+        }
         _ => Err(Diagnostic::not_supported(span, format!("`{name}`"))),
     }
 }
@@ -872,17 +872,12 @@ fn jax_call(interp: &mut Interp, args: &mut Args, short: &'static str) -> DResul
         }
         "custom_jvp" | "custom_vjp" => {
             let func = args.required(0, "fun")?;
-            check_callable(&func, span)?;
             let kind = if short == "custom_jvp" {
                 CustomKind::Jvp
             } else {
                 CustomKind::Vjp
             };
-            Ok(Value::Custom(Rc::new(RefCell::new(CustomRule {
-                kind,
-                primal: func,
-                rules: vec![],
-            }))))
+            super::transforms::custom(func, kind, span)
         }
         "grad" | "value_and_grad" | "jacfwd" | "jacrev" | "hessian" => {
             let func = args.required(0, "fun")?;
@@ -899,92 +894,24 @@ fn jax_call(interp: &mut Interp, args: &mut Args, short: &'static str) -> DResul
                 has_aux,
             })))
         }
-        _ => Err(Diagnostic::not_supported(span, format!("`jax.{short}`"))
-            .help("differentiation and vmap are the next capabilities of the compiler")),
+        "vjp" => {
+            let func = args.required(0, "fun")?;
+            check_callable(&func, span)?;
+            let primals = args.positional.split_off(1.min(args.positional.len()));
+            super::transforms::vjp(interp, &func, primals, span)
+        }
+        "jvp" => {
+            let func = args.required(0, "fun")?;
+            check_callable(&func, span)?;
+            let primals = args.required(1, "primals")?;
+            let tangents = args.required(2, "tangents")?;
+            super::transforms::jvp(interp, &func, &primals, &tangents, span)
+        }
+        _ => Err(Diagnostic::not_supported(span, format!("`jax.{short}`"))),
     }
 }
 
-/// Calls a differentiation transform: checks what JAX checks (a scalar output for `grad`,
-/// float inputs, `argnums` in range), then reports that differentiation is not supported yet.
-pub fn apply_transform(
-    interp: &mut Interp,
-    transform: &Transform,
-    args: Vec<Value>,
-    kwargs: Vec<(String, Value)>,
-    span: Span,
-) -> DResult<Value> {
-    let argnums = match &transform.argnums {
-        Some(v) => int_list(v, span)?,
-        None => vec![0],
-    };
-    for argnum in &argnums {
-        if *argnum < 0 || *argnum as usize >= args.len() {
-            return Err(Diagnostic::new(
-                "ferrax::autodiff::argnums",
-                span,
-                format!(
-                    "argnums {argnum} is out of range for a call with {} positional arguments",
-                    args.len()
-                ),
-            )
-            .label("called here"));
-        }
-        let arg = &args[*argnum as usize];
-        let dtype = match arg {
-            Value::Float(_) => DType::F32,
-            Value::Array(t) => t.ty.dtype,
-            Value::Int(_) | Value::Bool(_) => DType::I32,
-            _ => DType::F32,
-        };
-        if !dtype.is_float() {
-            return Err(Diagnostic::new(
-                "ferrax::autodiff::integer_input",
-                span,
-                format!(
-                    "{} requires real-valued inputs (a float dtype), but argument {argnum} is {}",
-                    transform.name,
-                    dtype.name()
-                ),
-            )
-            .label("differentiated here")
-            .help("pass a float, e.g. `1.0` instead of `1`"));
-        }
-    }
-    let output = interp.call(&transform.func, args, kwargs, span)?;
-    if matches!(transform.name, "grad" | "value_and_grad") && !transform.has_aux {
-        let shape = match &output {
-            Value::Array(t) => t.ty.shape.clone(),
-            Value::Float(_) | Value::Int(_) => vec![],
-            other => {
-                return Err(Diagnostic::new(
-                    "ferrax::autodiff::output",
-                    span,
-                    format!(
-                        "{} needs a function that returns one scalar, not {}",
-                        transform.name,
-                        other.describe()
-                    ),
-                )
-                .label("differentiated here"));
-            }
-        };
-        if !shape.is_empty() {
-            return Err(Diagnostic::new(
-                "ferrax::autodiff::nonscalar",
-                span,
-                format!("gradient only defined for scalar-output functions; the output had shape {}", shape_repr(&shape)),
-            )
-            .label("differentiated here")
-            .help("reduce the output to a scalar (e.g. `jnp.sum`), or use `jax.jacrev` / `jax.vjp` for vector outputs"));
-        }
-    }
-    Err(Diagnostic::not_supported(
-        span,
-        format!("differentiation (`jax.{}`)", transform.name),
-    ))
-}
-
-fn check_callable(func: &Value, span: Span) -> DResult<()> {
+pub fn check_callable(func: &Value, span: Span) -> DResult<()> {
     if func.is_callable() {
         Ok(())
     } else {
@@ -1651,7 +1578,7 @@ fn static_shape(value: &Value, span: Span) -> DResult<Vec<i64>> {
     Ok(dims)
 }
 
-fn int_list(value: &Value, span: Span) -> DResult<Vec<i64>> {
+pub fn int_list(value: &Value, span: Span) -> DResult<Vec<i64>> {
     match value {
         Value::Tuple(items) | Value::List(items) => {
             items.iter().map(|v| static_int(v, span)).collect()

@@ -9,7 +9,8 @@ use melior::{
     Context,
     dialect::func,
     ir::{
-        Attribute, Block, BlockLike, Identifier, Location, Operation, Region, RegionLike, Type, ValueLike,
+        Attribute, Block, BlockLike, Identifier, Location, Operation, Region, RegionLike, Type,
+        ValueLike,
         attribute::{DenseElementsAttribute, StringAttribute, TypeAttribute},
         operation::OperationLike,
         r#type::{FunctionType, RankedTensorType},
@@ -120,8 +121,10 @@ impl<'c, 'a> Emitter<'c, 'a> {
 
     /// Starts a function with arguments of `inputs`; returns them as traced values.
     pub fn begin_function(&mut self, inputs: &[ArrayType], location: Location<'c>) -> Vec<Traced> {
-        let types: Vec<(Type<'c>, Location<'c>)> =
-            inputs.iter().map(|ty| (self.tensor_type(ty), location)).collect();
+        let types: Vec<(Type<'c>, Location<'c>)> = inputs
+            .iter()
+            .map(|ty| (self.tensor_type(ty), location))
+            .collect();
         let block = Block::new(&types);
         let id = self.next_block;
         self.next_block += 1;
@@ -134,15 +137,25 @@ impl<'c, 'a> Emitter<'c, 'a> {
             .zip(inputs)
             .map(|(raw, ty)| {
                 self.values.push((raw, id));
-                Traced { id: self.values.len() - 1, ty: ty.clone() }
+                Traced {
+                    id: self.values.len() - 1,
+                    ty: ty.clone(),
+                }
             })
             .collect()
     }
 
     /// Ends the innermost function, returning `results`, as `func.func @name`. Entry
     /// functions are public with the C interface; the others are private.
-    pub fn end_function(&mut self, name: &str, results: &[Traced], entry: bool, location: Location<'c>) {
-        let values: Vec<melior::ir::Value<'c, '_>> = results.iter().map(|t| self.value(t)).collect();
+    pub fn end_function(
+        &mut self,
+        name: &str,
+        results: &[Traced],
+        entry: bool,
+        location: Location<'c>,
+    ) {
+        let values: Vec<melior::ir::Value<'c, '_>> =
+            results.iter().map(|t| self.value(t)).collect();
         let result_types: Vec<Type<'c>> = results.iter().map(|t| self.tensor_type(&t.ty)).collect();
         self.append(func::r#return(&values, location));
         let (_, block) = self.blocks.pop().expect("a function is open");
@@ -154,7 +167,10 @@ impl<'c, 'a> Emitter<'c, 'a> {
         let function_type = FunctionType::new(self.context, &input_types, &result_types);
         let mut attributes = vec![];
         if entry {
-            attributes.push((Identifier::new(self.context, "llvm.emit_c_interface"), Attribute::unit(self.context)));
+            attributes.push((
+                Identifier::new(self.context, "llvm.emit_c_interface"),
+                Attribute::unit(self.context),
+            ));
         } else {
             attributes.push((
                 Identifier::new(self.context, "sym_visibility"),
@@ -208,14 +224,21 @@ impl<'c, 'a> Emitter<'c, 'a> {
 
     /// Appends an op with several results of types `tys`.
     pub fn push_many(&mut self, operation: Operation<'c>, tys: Vec<ArrayType>) -> Vec<Traced> {
-        let block = self.blocks.last().map(|(id, _)| *id).expect("a function is open");
+        let block = self
+            .blocks
+            .last()
+            .map(|(id, _)| *id)
+            .expect("a function is open");
         let results = self.append(operation);
         results
             .into_iter()
             .zip(tys)
             .map(|(raw, ty)| {
                 self.values.push((raw, block));
-                Traced { id: self.values.len() - 1, ty }
+                Traced {
+                    id: self.values.len() - 1,
+                    ty,
+                }
             })
             .collect()
     }
@@ -494,6 +517,19 @@ impl<'c, 'a> Emitter<'c, 'a> {
             Unary::Not => fx::not(location, operand),
         };
         self.push(operation, a.ty)
+    }
+
+    pub fn stop_gradient(&mut self, span: Span, a: &Traced) -> Traced {
+        let location = self.location(span);
+        let operation = fx::stop_gradient(location, self.value(a));
+        self.push(operation, a.ty.clone())
+    }
+
+    /// A constant array of `ty` that is one at flat position `index` and zero elsewhere.
+    pub fn basis(&mut self, span: Span, ty: &ArrayType, index: usize) -> Traced {
+        let mut values = vec![0.0; ty.size() as usize];
+        values[index] = 1.0;
+        self.constant(span, &values, ArrayType::new(ty.dtype, ty.shape.clone()))
     }
 
     pub fn integer_pow(&mut self, span: Span, a: &Traced, exponent: i64) -> Traced {

@@ -22,6 +22,8 @@ pub struct Interp<'c, 'a> {
     pub emit: Emitter<'c, 'a>,
     /// Functions being called, innermost last: recursion is an error.
     calls: Vec<*const Closure>,
+    /// Functions traced so far, for unique names.
+    functions: usize,
 }
 
 impl<'c, 'a> Interp<'c, 'a> {
@@ -29,6 +31,7 @@ impl<'c, 'a> Interp<'c, 'a> {
         Self {
             emit,
             calls: vec![],
+            functions: 0,
         }
     }
 
@@ -491,12 +494,12 @@ impl<'c, 'a> Interp<'c, 'a> {
                 self.call(func, all_args, all_kwargs, span)
             }
             Value::Jit { func, .. } => self.call(func, args, kwargs, span),
-            Value::Custom(rule) => {
-                let primal = rule.borrow().primal.clone();
-                self.call(&primal, args, kwargs, span)
-            }
+            Value::Custom(rule) => super::transforms::call_custom(self, rule, args, kwargs, span),
             Value::Transform(transform) => {
-                builtins::apply_transform(self, transform, args, kwargs, span)
+                super::transforms::apply(self, transform, args, kwargs, span)
+            }
+            Value::Pullback(pullback) => {
+                super::transforms::call_pullback(self, pullback, args, span)
             }
             Value::Method { receiver, name } => {
                 builtins::call_method(self, receiver, name, args, kwargs, span)
@@ -757,6 +760,22 @@ impl<'c, 'a> Interp<'c, 'a> {
                 format!("cannot order {} and {}", l.describe(), r.describe()),
             )),
         }
+    }
+
+    /// A new function name made from `base` (letters, digits and `_` only).
+    pub fn fresh_name(&mut self, base: &str) -> String {
+        self.functions += 1;
+        let base: String = base
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{}_{}", base.trim_matches('_'), self.functions)
     }
 
     /// The custom rules registered on a `custom_jvp`/`custom_vjp` function.

@@ -242,6 +242,8 @@ pub enum Value {
     },
     Custom(Rc<RefCell<CustomRule>>),
     Transform(Rc<Transform>),
+    /// The pullback returned by `jax.vjp`.
+    Pullback(Rc<super::transforms::Pullback>),
     /// An attribute of a value that is called later (`x.sum`, `f.defvjp`).
     Method {
         receiver: Rc<Value>,
@@ -283,6 +285,7 @@ impl Value {
                 | Value::Jit { .. }
                 | Value::Custom(_)
                 | Value::Transform(_)
+                | Value::Pullback(_)
                 | Value::Method { .. }
                 | Value::DType(_)
         )

@@ -86,8 +86,9 @@ impl Lexer<'_> {
         let mut at_line_start = true;
         while self.pos < self.text.len() {
             if at_line_start && self.brackets.is_empty() {
-                at_line_start = false;
-                if self.indentation() {
+                // A blank or comment-only line leaves us at the start of the next line.
+                at_line_start = self.indentation();
+                if at_line_start {
                     continue;
                 }
             }
@@ -442,6 +443,13 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].message, "'(' was never closed");
         assert_eq!(errors[0].span.start, 25);
+    }
+
+    #[test]
+    fn one_blank_line_still_ends_a_block() {
+        let toks = kinds("def f(x):\n    return x\n\ndef g(y):\n    return y\n");
+        assert_eq!(toks.iter().filter(|t| **t == Tok::Indent).count(), 2);
+        assert_eq!(toks.iter().filter(|t| **t == Tok::Dedent).count(), 2);
     }
 
     #[test]
