@@ -199,47 +199,4 @@ irdl.dialect @fx {
     irdl.operands(operand: %t)
     irdl.results(res: %t)
   }
-  irdl.operation @jvp {
-    %t = irdl.base "!builtin.tensor"
-    %callee = irdl.base "#builtin.symbol_ref"
-    %num_primals = irdl.base "#builtin.integer"
-    irdl.operands(args: variadic %t)
-    irdl.attributes { "callee" = %callee, "num_primals" = %num_primals }
-    irdl.results(res: variadic %t)
-  }
-  irdl.operation @vjp {
-    %t = irdl.base "!builtin.tensor"
-    %callee = irdl.base "#builtin.symbol_ref"
-    %num_primals = irdl.base "#builtin.integer"
-    %argnums = irdl.base "#builtin.dense_array"
-    irdl.operands(args: variadic %t)
-    irdl.attributes { "callee" = %callee, "num_primals" = %num_primals, "argnums" = %argnums }
-    irdl.results(res: variadic %t)
-  }
-  irdl.operation @grad {
-    %t = irdl.base "!builtin.tensor"
-    %callee = irdl.base "#builtin.symbol_ref"
-    %argnums = irdl.base "#builtin.dense_array"
-    %has_aux = irdl.base "#builtin.integer"
-    irdl.operands(args: variadic %t)
-    irdl.attributes { "callee" = %callee, "argnums" = %argnums, "has_aux" = %has_aux }
-    irdl.results(res: variadic %t)
-  }
-  irdl.operation @custom_jvp_call {
-    %t = irdl.base "!builtin.tensor"
-    %primal = irdl.base "#builtin.symbol_ref"
-    %jvp = irdl.base "#builtin.symbol_ref"
-    irdl.operands(args: variadic %t)
-    irdl.attributes { "primal" = %primal, "jvp" = %jvp }
-    irdl.results(res: variadic %t)
-  }
-  irdl.operation @custom_vjp_call {
-    %t = irdl.base "!builtin.tensor"
-    %primal = irdl.base "#builtin.symbol_ref"
-    %fwd = irdl.base "#builtin.symbol_ref"
-    %bwd = irdl.base "#builtin.symbol_ref"
-    irdl.operands(args: variadic %t)
-    irdl.attributes { "primal" = %primal, "fwd" = %fwd, "bwd" = %bwd }
-    irdl.results(res: variadic %t)
-  }
 }

@@ -1,3 +1,4 @@
 //! The compiler's own passes, one file each. Upstream MLIR passes are named in `pipeline`.
 
+pub mod fx_autodiff;
 pub mod fx_to_linalg;

@@ -17,12 +17,17 @@ pub struct Stage {
     pub pipeline: &'static str,
 }
 
-/// The CPU pipeline, in order. `fx` is the specialiser's output; `llvm-ir` is a translation
-/// of `llvm-mlir`, not a pass.
+/// The CPU pipeline, in order. `traced` is the specialiser's output (with differentiation
+/// requests), `fx` the differentiated program; `llvm-ir` is a translation of `llvm-mlir`.
 pub const STAGES: &[Stage] = &[
     Stage {
-        name: "fx",
+        name: "traced",
         rust_passes: &[],
+        pipeline: "",
+    },
+    Stage {
+        name: "fx",
+        rust_passes: &[passes::fx_autodiff::create],
         pipeline: "",
     },
     Stage {
@@ -46,7 +51,14 @@ pub const STAGES: &[Stage] = &[
 ];
 
 /// Names accepted by `--emit`, in pipeline order.
-pub const EMIT_STAGES: &[&str] = &["fx", "linalg", "bufferized", "llvm-mlir", "llvm-ir"];
+pub const EMIT_STAGES: &[&str] = &[
+    "traced",
+    "fx",
+    "linalg",
+    "bufferized",
+    "llvm-mlir",
+    "llvm-ir",
+];
 
 /// A failure inside the compiler: a pass failed or the IR did not verify.
 #[derive(Debug)]
@@ -87,8 +99,8 @@ pub fn run_until(
         // MLIR prints after each pass only when passes run on one thread.
         context.enable_multi_threading(false);
     }
-    verify(context, module, "fx")?;
-    if last == "fx" {
+    verify(context, module, "traced")?;
+    if last == "traced" {
         return Ok(());
     }
     for stage in &STAGES[1..] {
@@ -146,6 +158,9 @@ fn run_stage(
             manager.enable_ir_printing(&printing);
         }
         manager.run(module).map_err(|e| e.to_string())?;
+    }
+    if stage.pipeline.is_empty() {
+        return Ok(());
     }
     let manager = PassManager::new(context);
     parse_pass_pipeline(manager.as_operation_pass_manager(), stage.pipeline)

@@ -1,6 +1,7 @@
 //! The `fx` dialect: its IRDL definition, loaded into an MLIR context at start, and typed
 //! builders for its ops.
 
+pub mod ad;
 pub mod fx;
 
 use melior::{
@@ -21,6 +22,8 @@ pub fn create_context() -> Context {
     context.append_dialect_registry(&registry);
     context.load_all_available_dialects();
     register_all_llvm_translations(&context);
+    // The `ad` requests are unregistered ops (see `ad`).
+    context.set_allow_unregistered_dialects(true);
     load(&context);
     context
 }

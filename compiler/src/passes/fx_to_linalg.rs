@@ -264,6 +264,46 @@ impl<'c, 'a> Lowering<'c, 'a> {
                     ],
                 )
             }
+            "pad" => {
+                let low = i64_array(
+                    operation
+                        .attribute("edge_padding_low")
+                        .map_err(|e| e.to_string())?,
+                )?;
+                let interior = i64_array(
+                    operation
+                        .attribute("interior_padding")
+                        .map_err(|e| e.to_string())?,
+                )?;
+                let (x, padding) = (operand(0)?, operand(1)?);
+                let element = element_type(result_type)?;
+                let scalar = self.op("tensor.extract", &[padding], element, &[])?;
+                let empty = self.empty(result_type)?;
+                let filled = self.build(
+                    OperationBuilder::new("linalg.fill", self.location),
+                    &[scalar, empty],
+                    result_type,
+                    &[("operandSegmentSizes", self.attribute("array<i32: 1, 1>")?)],
+                    vec![fill_region(self.context, element, self.location)?],
+                )?;
+                let sizes = shape(x.r#type())?;
+                let strides: Vec<i64> = interior.iter().map(|i| i + 1).collect();
+                let attribute = |values: &[i64]| -> Attribute<'c> {
+                    DenseI64ArrayAttribute::new(self.context, values).into()
+                };
+                let segments = self.attribute("array<i32: 1, 1, 0, 0, 0>")?;
+                self.op(
+                    "tensor.insert_slice",
+                    &[x, filled],
+                    result_type,
+                    &[
+                        ("static_offsets", attribute(&low)),
+                        ("static_sizes", attribute(&sizes)),
+                        ("static_strides", attribute(&strides)),
+                        ("operandSegmentSizes", segments),
+                    ],
+                )
+            }
             other => Err(format!("`fx.{other}` has no lowering")),
         }
     }
@@ -318,7 +358,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
     fn splat(&self, ty: Type<'c>, value: f64) -> LResult<'c, 'a> {
         let element = element_type(ty)?;
         let text = match kind(ty)? {
-            Kind::Float => format!("dense<{value:e}> : {ty}"),
+            Kind::Float => format!("dense<{value:.17e}> : {ty}"),
             Kind::Bool => format!(
                 "dense<{}> : {ty}",
                 if value != 0.0 { "true" } else { "false" }

@@ -24,6 +24,9 @@ pub struct Interp<'c, 'a> {
     calls: Vec<*const Closure>,
     /// Functions traced so far, for unique names.
     functions: usize,
+    /// Custom-rule functions whose rules are being traced: inside its own rule, a custom
+    /// function is its primal.
+    pub custom_rules: Vec<*const std::cell::RefCell<super::value::CustomRule>>,
 }
 
 impl<'c, 'a> Interp<'c, 'a> {
@@ -32,6 +35,7 @@ impl<'c, 'a> Interp<'c, 'a> {
             emit,
             calls: vec![],
             functions: 0,
+            custom_rules: vec![],
         }
     }
 

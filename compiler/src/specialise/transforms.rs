@@ -13,7 +13,7 @@ use super::value::{
 use super::{Output, collect_output};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::span::Span;
-use ferrax_dialects::fx;
+use ferrax_dialects::ad;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -363,7 +363,7 @@ fn grad(
         .map(|t| interp.emit.value(t))
         .collect();
     let result_types: Vec<_> = types.iter().map(|t| interp.emit.tensor_type(t)).collect();
-    let operation = fx::grad(
+    let operation = ad::grad(
         interp.emit.context,
         location,
         &lifted.name,
@@ -454,7 +454,7 @@ fn jacobian(
             let mut types = lifted.leaves.clone();
             types.extend(lifted.leaves.iter().cloned());
             let result_types: Vec<_> = types.iter().map(|t| interp.emit.tensor_type(t)).collect();
-            let operation = fx::jvp(
+            let operation = ad::jvp(
                 interp.emit.context,
                 location,
                 &lifted.name,
@@ -479,7 +479,7 @@ fn jacobian(
             types.push(in_ty.clone());
             let result_types: Vec<_> = types.iter().map(|t| interp.emit.tensor_type(t)).collect();
             let ct_value = interp.emit.value(&cotangent);
-            let operation = fx::vjp(
+            let operation = ad::vjp(
                 interp.emit.context,
                 location,
                 &lifted.name,
@@ -634,7 +634,7 @@ pub fn call_pullback(
         .collect();
     let ct_values: Vec<_> = cotangents.iter().map(|t| interp.emit.value(t)).collect();
     let result_types: Vec<_> = types.iter().map(|t| interp.emit.tensor_type(t)).collect();
-    let operation = fx::vjp(
+    let operation = ad::vjp(
         interp.emit.context,
         location,
         &lifted.name,
@@ -727,7 +727,7 @@ pub fn jvp(
         .map(|t| interp.emit.value(t))
         .collect();
     let result_types: Vec<_> = types.iter().map(|t| interp.emit.tensor_type(t)).collect();
-    let operation = fx::jvp(
+    let operation = ad::jvp(
         interp.emit.context,
         location,
         &lifted.name,
@@ -755,7 +755,7 @@ pub fn call_custom(
         let rule = rule.borrow();
         (rule.kind, rule.primal.clone(), rule.rules.clone())
     };
-    if rules.is_empty() {
+    if rules.is_empty() || interp.custom_rules.contains(&Rc::as_ptr(rule)) {
         return interp.call(&primal, args, kwargs, span);
     }
     if !kwargs.is_empty() {
@@ -781,6 +781,7 @@ pub fn call_custom(
     let location = interp.emit.location(span);
     let types: Vec<ArrayType> = operands.iter().map(|t| t.ty.clone()).collect();
     let primal_names = lifted.name.clone();
+    interp.custom_rules.push(Rc::as_ptr(rule));
     let (rule_names, wrong) = match kind {
         CustomKind::Jvp => {
             // The rule's function: (primals..., tangents...) -> (outputs..., output tangents...).
@@ -827,7 +828,7 @@ pub fn call_custom(
                     )?);
                     Ok(leaves)
                 });
-            let leaves = result.as_ref().map(|l| l.clone()).unwrap_or_default();
+            let leaves = result.clone().unwrap_or_default();
             interp.emit.end_function(&name, &leaves, false, location);
             (vec![name], result.err())
         }
@@ -871,7 +872,10 @@ pub fn call_custom(
                 .end_function(&fwd_name, &fwd_leaves, false, location);
             let (residual_tree, residual_leaves) = match fwd {
                 Ok((_, tree, leaves)) => (tree, leaves),
-                Err(error) => return Err(error),
+                Err(error) => {
+                    interp.custom_rules.pop();
+                    return Err(error);
+                }
             };
             let bwd_name = interp.fresh_name(&format!("{}_bwd", lifted.name));
             let mut bwd_types: Vec<ArrayType> =
@@ -906,13 +910,14 @@ pub fn call_custom(
                 }
                 Ok(leaves)
             });
-            let bwd_leaves = bwd.as_ref().map(|l| l.clone()).unwrap_or_default();
+            let bwd_leaves = bwd.clone().unwrap_or_default();
             interp
                 .emit
                 .end_function(&bwd_name, &bwd_leaves, false, location);
             (vec![fwd_name, bwd_name], bwd.err())
         }
     };
+    interp.custom_rules.pop();
     if let Some(error) = wrong {
         return Err(error);
     }
@@ -930,7 +935,7 @@ pub fn call_custom(
         .map(|t| interp.emit.tensor_type(t))
         .collect();
     let operation = match kind {
-        CustomKind::Jvp => fx::custom_jvp_call(
+        CustomKind::Jvp => ad::custom_jvp_call(
             interp.emit.context,
             location,
             &primal_names,
@@ -938,7 +943,7 @@ pub fn call_custom(
             &values,
             &result_types,
         ),
-        CustomKind::Vjp => fx::custom_vjp_call(
+        CustomKind::Vjp => ad::custom_vjp_call(
             interp.emit.context,
             location,
             &primal_names,

@@ -1,0 +1,1275 @@
+//! `fx-autodiff`: replaces differentiation requests with the derivative computations.
+//!
+//! Runs on: `builtin.module`.
+//! Input:   fx with `fx.jvp`, `fx.vjp`, `fx.grad` referring to private functions of the
+//!          module, `fx.custom_jvp_call`, `fx.custom_vjp_call` and `fx.stop_gradient`.
+//! Output:  fx without any of those ops; only the public (entry) functions remain.
+//! Keeps:   the location of each primal op on the ops of its derivative.
+//! Does not: simplify (a later pass or the upstream canonicaliser removes dead primal ops).
+//!
+//! Functions are processed in module order, which puts callees before callers, so the body a
+//! request clones is already differentiated: higher order (`hessian`, `jvp` of `grad`) is
+//! this pass running on its own output.
+//!
+//! Forward mode (`fx.jvp`) clones the callee's body before the request and pushes tangents
+//! through each op with its JVP rule (`jvp_rule`). Reverse mode (`fx.grad`, `fx.vjp`) clones
+//! the body (the forward sweep, whose values are the residuals), records the active ops (those
+//! that depend on a differentiated input) on a tape, then walks the tape backwards applying
+//! each op's transpose rule (`transpose_rule`: the transpose of the op's linearisation, which
+//! reads the residuals it needs); cotangents of a value with several uses are added.
+//! A `custom_jvp` function's rule is linearised (its tangent inputs are placeholders) and
+//! transposed the same way; a `custom_vjp` function runs its `fwd` in the forward sweep and its
+//! `bwd` in the backward sweep.
+
+use melior::{
+    Context, IrRewriter, RewriterBase,
+    ir::{
+        Attribute, Identifier, Location, OperationRef, Type, TypeLike, Value, ValueLike,
+        attribute::{
+            DenseI64ArrayAttribute, FlatSymbolRefAttribute, IntegerAttribute, StringAttribute,
+        },
+        operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
+        r#type::{DimSize, IntegerType, RankedTensorType, ShapedTypeLike},
+    },
+    pass::{ExternalPass, Pass, create_external},
+};
+use mlir_sys::{MlirOperation, MlirValue};
+use std::collections::HashMap;
+
+#[repr(align(8))]
+struct PassId;
+static PASS_ID: PassId = PassId;
+
+/// Creates the `fx-autodiff` pass.
+pub fn create() -> Pass {
+    create_external(
+        run,
+        melior::ir::r#type::TypeId::create(&PASS_ID),
+        "fx-autodiff",
+        "fx-autodiff",
+        "Replace fx differentiation requests with derivative computations",
+        "builtin.module",
+        &[],
+    )
+}
+
+type V = MlirValue;
+type AdResult<T> = Result<T, String>;
+
+fn key(value: V) -> usize {
+    value.ptr as usize
+}
+
+fn run(module: OperationRef<'_, '_>, pass: ExternalPass<'_>) {
+    let context_ref = module.context();
+    // Safety: `context_ref` outlives every use of `context` in this function.
+    let context = unsafe { context_ref.to_ref() };
+    if let Err(message) = differentiate_module(context, module.to_raw()) {
+        eprintln!("internal error: fx-autodiff: {message}");
+        pass.signal_failure();
+    }
+}
+
+fn op_name(operation: MlirOperation) -> String {
+    let operation = unsafe { OperationRef::from_raw(operation) };
+    operation
+        .name()
+        .as_string_ref()
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn operands(operation: MlirOperation) -> Vec<V> {
+    let operation = unsafe { OperationRef::from_raw(operation) };
+    operation.operands().map(|v| v.to_raw()).collect()
+}
+
+fn results(operation: MlirOperation) -> Vec<V> {
+    let operation = unsafe { OperationRef::from_raw(operation) };
+    operation.results().map(|v| v.to_raw()).collect()
+}
+
+/// The ops of a function's body (terminator last).
+fn body_ops(function: MlirOperation) -> Vec<MlirOperation> {
+    let mut ops = vec![];
+    unsafe {
+        let region = mlir_sys::mlirOperationGetRegion(function, 0);
+        let block = mlir_sys::mlirRegionGetFirstBlock(region);
+        let mut operation = mlir_sys::mlirBlockGetFirstOperation(block);
+        while !operation.ptr.is_null() {
+            ops.push(operation);
+            operation = mlir_sys::mlirOperationGetNextInBlock(operation);
+        }
+    }
+    ops
+}
+
+fn function_arguments(function: MlirOperation) -> Vec<V> {
+    unsafe {
+        let region = mlir_sys::mlirOperationGetRegion(function, 0);
+        let block = mlir_sys::mlirRegionGetFirstBlock(region);
+        (0..mlir_sys::mlirBlockGetNumArguments(block))
+            .map(|i| mlir_sys::mlirBlockGetArgument(block, i))
+            .collect()
+    }
+}
+
+fn symbol_attribute(operation: MlirOperation, name: &str) -> AdResult<String> {
+    let operation = unsafe { OperationRef::from_raw(operation) };
+    let attribute = operation.attribute(name).map_err(|e| e.to_string())?;
+    let symbol = FlatSymbolRefAttribute::try_from(attribute).map_err(|e| e.to_string())?;
+    Ok(symbol.value().to_string())
+}
+
+fn int_attribute(operation: MlirOperation, name: &str) -> AdResult<i64> {
+    let operation = unsafe { OperationRef::from_raw(operation) };
+    let attribute = operation.attribute(name).map_err(|e| e.to_string())?;
+    Ok(IntegerAttribute::try_from(attribute)
+        .map_err(|e| e.to_string())?
+        .value())
+}
+
+fn i64s_attribute(operation: MlirOperation, name: &str) -> AdResult<Vec<i64>> {
+    let operation = unsafe { OperationRef::from_raw(operation) };
+    let attribute = operation.attribute(name).map_err(|e| e.to_string())?;
+    let array = DenseI64ArrayAttribute::try_from(attribute).map_err(|e| e.to_string())?;
+    (0..array.len())
+        .map(|i| array.element(i).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn string_attribute(operation: MlirOperation, name: &str) -> AdResult<String> {
+    let operation = unsafe { OperationRef::from_raw(operation) };
+    let attribute = operation.attribute(name).map_err(|e| e.to_string())?;
+    Ok(StringAttribute::try_from(attribute)
+        .map_err(|e| e.to_string())?
+        .value()
+        .to_string())
+}
+
+fn differentiate_module(context: &Context, module: MlirOperation) -> AdResult<()> {
+    let functions: Vec<MlirOperation> = {
+        let module_ref = unsafe { OperationRef::from_raw(module) };
+        let mut functions = vec![];
+        module_ref.walk(WalkOrder::PreOrder, |operation| {
+            if operation.name().as_string_ref().as_str() == Ok("func.func") {
+                functions.push(operation.to_raw());
+            }
+            WalkResult::Advance
+        });
+        functions
+    };
+    let mut by_name = HashMap::new();
+    for function in &functions {
+        by_name.insert(string_attribute(*function, "sym_name")?, *function);
+    }
+    let rewriter = IrRewriter::new(context);
+    let ad = Ad {
+        context,
+        base: rewriter.as_rewriter_base(),
+        functions: by_name,
+    };
+    for function in &functions {
+        while let Some(request) = body_ops(*function)
+            .into_iter()
+            .find(|op| matches!(op_name(*op).as_str(), "ad.jvp" | "ad.vjp" | "ad.grad"))
+        {
+            ad.expand_request(request)?;
+        }
+    }
+    for function in &functions {
+        let private = unsafe { OperationRef::from_raw(*function) }
+            .attribute("sym_visibility")
+            .is_ok();
+        if private {
+            continue;
+        }
+        while let Some(call) = body_ops(*function).into_iter().find(|op| {
+            matches!(
+                op_name(*op).as_str(),
+                "ad.custom_jvp_call" | "ad.custom_vjp_call" | "fx.stop_gradient"
+            )
+        }) {
+            ad.base
+                .set_insertion_point_before(unsafe { OperationRef::from_raw(call) });
+            let values = if op_name(call) == "fx.stop_gradient" {
+                operands(call)
+            } else {
+                ad.inline(&symbol_attribute(call, "primal")?, &operands(call))?
+            };
+            ad.replace(call, &values);
+        }
+    }
+    for function in functions {
+        if unsafe { OperationRef::from_raw(function) }
+            .attribute("sym_visibility")
+            .is_ok()
+        {
+            ad.base
+                .erase_op(unsafe { OperationRef::from_raw(function) });
+        }
+    }
+    Ok(())
+}
+
+/// One entry of the reverse-mode tape.
+enum Entry {
+    /// An active primal op (its transpose rule runs backwards).
+    Op(MlirOperation),
+    /// A `custom_jvp` call: the rule's ops, linear in the tangent placeholders.
+    CustomJvp {
+        inputs: Vec<V>,
+        outputs: Vec<V>,
+        placeholders: Vec<V>,
+        tangent_outputs: Vec<V>,
+        rule_tape: Vec<Entry>,
+    },
+    /// A `custom_vjp` call: `bwd` maps residuals and output cotangents to input cotangents.
+    CustomVjp {
+        inputs: Vec<V>,
+        outputs: Vec<V>,
+        residuals: Vec<V>,
+        bwd: String,
+    },
+}
+
+struct Ad<'c, 'a> {
+    context: &'c Context,
+    base: RewriterBase<'c, 'a>,
+    functions: HashMap<String, MlirOperation>,
+}
+
+impl<'c, 'a> Ad<'c, 'a> {
+    fn function(&self, name: &str) -> AdResult<MlirOperation> {
+        self.functions
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("no function @{name}"))
+    }
+
+    fn replace(&self, operation: MlirOperation, values: &[V]) {
+        let values: Vec<Value<'c, '_>> = values
+            .iter()
+            .map(|v| unsafe { Value::from_raw(*v) })
+            .collect();
+        self.base
+            .replace_op_with_values(unsafe { OperationRef::from_raw(operation) }, &values);
+    }
+
+    /// Clones `function`'s body at the insertion point with its arguments bound to `args`;
+    /// calls `visit` on each clone (in order) and returns the mapped results.
+    fn clone_body(
+        &self,
+        function: &str,
+        args: &[V],
+        mut visit: impl FnMut(
+            &Self,
+            MlirOperation,
+            MlirOperation,
+            &mut HashMap<usize, V>,
+        ) -> AdResult<()>,
+    ) -> AdResult<Vec<V>> {
+        let function = self.function(function)?;
+        let mut map: HashMap<usize, V> = HashMap::new();
+        let parameters = function_arguments(function);
+        if parameters.len() != args.len() {
+            return Err(format!(
+                "a call passes {} arguments to a function of {}",
+                args.len(),
+                parameters.len()
+            ));
+        }
+        for (parameter, arg) in parameters.iter().zip(args) {
+            map.insert(key(*parameter), *arg);
+        }
+        for operation in body_ops(function) {
+            if op_name(operation) == "func.return" {
+                return operands(operation)
+                    .iter()
+                    .map(|v| {
+                        map.get(&key(*v))
+                            .copied()
+                            .ok_or_else(|| String::from("unmapped result"))
+                    })
+                    .collect();
+            }
+            let clone = self
+                .base
+                .clone_op(unsafe { OperationRef::from_raw(operation) })
+                .to_raw();
+            for (index, operand) in operands(operation).iter().enumerate() {
+                let mapped = map
+                    .get(&key(*operand))
+                    .copied()
+                    .ok_or_else(|| format!("unmapped operand of {}", op_name(operation)))?;
+                unsafe { mlir_sys::mlirOperationSetOperand(clone, index as isize, mapped) };
+            }
+            for (old, new) in results(operation).iter().zip(results(clone)) {
+                map.insert(key(*old), new);
+            }
+            visit(self, operation, clone, &mut map)?;
+        }
+        Err(String::from("a function without a return"))
+    }
+
+    /// Inlines `function` on `args`; returns its results.
+    fn inline(&self, function: &str, args: &[V]) -> AdResult<Vec<V>> {
+        self.clone_body(function, args, |_, _, _, _| Ok(()))
+    }
+
+    fn expand_request(&self, request: MlirOperation) -> AdResult<()> {
+        let name = op_name(request);
+        let callee = symbol_attribute(request, "callee")?;
+        let all = operands(request);
+        self.base
+            .set_insertion_point_before(unsafe { OperationRef::from_raw(request) });
+        let location = unsafe { OperationRef::from_raw(request) }.location();
+        let b = Builder {
+            context: self.context,
+            base: self.base,
+            location,
+        };
+        let values = match name.as_str() {
+            "ad.jvp" => {
+                let n = int_attribute(request, "num_primals")? as usize;
+                let (outputs, tangents) = self.jvp(&callee, &all[..n], &all[n..])?;
+                let tangents: Vec<V> = outputs
+                    .iter()
+                    .zip(tangents)
+                    .map(|(o, t)| t.map_or_else(|| b.zeros_like(*o), Ok))
+                    .collect::<AdResult<_>>()?;
+                [outputs, tangents].concat()
+            }
+            _ => {
+                let argnums = i64s_attribute(request, "argnums")?;
+                let (primals, cotangents) = if name == "ad.grad" {
+                    (all.clone(), None)
+                } else {
+                    let n = int_attribute(request, "num_primals")? as usize;
+                    (all[..n].to_vec(), Some(all[n..].to_vec()))
+                };
+                let (outputs, grads) = self.vjp(&b, &callee, &primals, cotangents, &argnums)?;
+                [outputs, grads].concat()
+            }
+        };
+        self.replace(request, &values);
+        Ok(())
+    }
+
+    /// Forward mode: the callee's outputs and their tangents (None where zero).
+    fn jvp(
+        &self,
+        callee: &str,
+        primals: &[V],
+        tangents: &[V],
+    ) -> AdResult<(Vec<V>, Vec<Option<V>>)> {
+        let mut tangent: HashMap<usize, V> = HashMap::new();
+        let function = self.function(callee)?;
+        for (parameter, t) in function_arguments(function).iter().zip(tangents) {
+            if is_float(*t) {
+                tangent.insert(key(*parameter), *t);
+            }
+        }
+        // Tangents are keyed by the callee's values, so lookups follow the original operands.
+        let outputs = self.clone_body(callee, primals, |ad, original, clone, map| {
+            let operand_tangents: Vec<Option<V>> = operands(original).iter().map(|v| tangent.get(&key(*v)).copied()).collect();
+            if operand_tangents.iter().all(Option::is_none) {
+                return Ok(());
+            }
+            let location = unsafe { OperationRef::from_raw(clone) }.location();
+            let b = Builder { context: ad.context, base: ad.base, location };
+            match op_name(clone).as_str() {
+                "ad.custom_jvp_call" => {
+                    let args = operands(clone);
+                    let mut rule_args = args.clone();
+                    for (arg, t) in args.iter().zip(&operand_tangents) {
+                        rule_args.push(t.map_or_else(|| b.zeros_like(*arg), Ok)?);
+                    }
+                    let rule_outputs = ad.inline(&symbol_attribute(clone, "jvp")?, &rule_args)?;
+                    let n = results(clone).len();
+                    for ((old, new), t) in results(original).iter().zip(&rule_outputs[..n]).zip(&rule_outputs[n..]) {
+                        map.insert(key(*old), *new);
+                        tangent.insert(key(*old), *t);
+                    }
+                    ad.base.erase_op(unsafe { OperationRef::from_raw(clone) });
+                }
+                "ad.custom_vjp_call" => {
+                    return Err(String::from("forward-mode differentiation of a custom_vjp function is not defined (as in JAX)"));
+                }
+                _ => {
+                    if let Some(t) = jvp_rule(&b, clone, &operand_tangents)? {
+                        tangent.insert(key(results(original)[0]), t);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let function_outputs = operands(*body_ops(function).last().ok_or("empty function")?);
+        let tangents = function_outputs
+            .iter()
+            .map(|v| tangent.get(&key(*v)).copied())
+            .collect();
+        Ok((outputs, tangents))
+    }
+
+    /// Reverse mode: the callee's outputs and the cotangents of the primals at `argnums`.
+    /// Without `cotangents`, the first output is a scalar seeded with one (`fx.grad`).
+    fn vjp(
+        &self,
+        b: &Builder<'c, 'a>,
+        callee: &str,
+        primals: &[V],
+        cotangents: Option<Vec<V>>,
+        argnums: &[i64],
+    ) -> AdResult<(Vec<V>, Vec<V>)> {
+        let mut active: HashMap<usize, ()> = HashMap::new();
+        for argnum in argnums {
+            let primal = *primals
+                .get(*argnum as usize)
+                .ok_or("argnums out of range")?;
+            if is_float(primal) {
+                active.insert(key(primal), ());
+            }
+        }
+        // Two primals may be one value: differentiate with respect to fresh copies.
+        let mut inputs = primals.to_vec();
+        for argnum in argnums {
+            let index = *argnum as usize;
+            let copy = b.identity(inputs[index])?;
+            active.insert(key(copy), ());
+            inputs[index] = copy;
+        }
+        let mut tape = vec![];
+        let outputs = self.clone_body(callee, &inputs, |ad, original, clone, map| {
+            if let Some(replacements) = ad.record(clone, &mut active, &mut tape)? {
+                for (old, new) in results(original).iter().zip(replacements) {
+                    map.insert(key(*old), new);
+                }
+            }
+            Ok(())
+        })?;
+        let mut cotangent: HashMap<usize, V> = HashMap::new();
+        match cotangents {
+            Some(cts) => {
+                for (output, ct) in outputs.iter().zip(cts) {
+                    accumulate(b, &mut cotangent, *output, ct)?;
+                }
+            }
+            None => {
+                let first = *outputs
+                    .first()
+                    .ok_or("grad of a function without outputs")?;
+                let one = b.splat(b.ty(first), 1.0)?;
+                accumulate(b, &mut cotangent, first, one)?;
+            }
+        }
+        self.backward(b, &tape, &mut cotangent)?;
+        let grads = argnums
+            .iter()
+            .map(|argnum| {
+                let input = inputs[*argnum as usize];
+                cotangent
+                    .get(&key(input))
+                    .copied()
+                    .map_or_else(|| b.zeros_like(input), Ok)
+            })
+            .collect::<AdResult<_>>()?;
+        Ok((outputs, grads))
+    }
+
+    /// Records a cloned op on the tape when it depends on an active value. A custom call is
+    /// replaced by its rule's forward computation; the values that stand for its results are
+    /// returned.
+    fn record(
+        &self,
+        clone: MlirOperation,
+        active: &mut HashMap<usize, ()>,
+        tape: &mut Vec<Entry>,
+    ) -> AdResult<Option<Vec<V>>> {
+        let args = operands(clone);
+        if !args.iter().any(|v| active.contains_key(&key(*v))) {
+            return Ok(None);
+        }
+        let name = op_name(clone);
+        let location = unsafe { OperationRef::from_raw(clone) }.location();
+        let b = Builder {
+            context: self.context,
+            base: self.base,
+            location,
+        };
+        match name.as_str() {
+            "ad.custom_jvp_call" => {
+                // Linearise the rule: its tangent inputs are placeholders the tape starts from.
+                let mut rule_args = args.clone();
+                let mut placeholders = vec![];
+                for arg in &args {
+                    let zero = b.zeros_like(*arg)?;
+                    let placeholder = b.identity(zero)?;
+                    placeholders.push(placeholder);
+                    rule_args.push(placeholder);
+                }
+                let mut rule_active: HashMap<usize, ()> =
+                    placeholders.iter().map(|p| (key(*p), ())).collect();
+                let mut rule_tape = vec![];
+                let rule_outputs = self.clone_body(
+                    &symbol_attribute(clone, "jvp")?,
+                    &rule_args,
+                    |ad, original, rule_clone, map| {
+                        if let Some(replacements) =
+                            ad.record(rule_clone, &mut rule_active, &mut rule_tape)?
+                        {
+                            for (old, new) in results(original).iter().zip(replacements) {
+                                map.insert(key(*old), new);
+                            }
+                        }
+                        Ok(())
+                    },
+                )?;
+                let n = results(clone).len();
+                let outputs = rule_outputs[..n].to_vec();
+                let tangent_outputs = rule_outputs[n..].to_vec();
+                // The rule's primal outputs stand for the call's results.
+                let identities = outputs
+                    .iter()
+                    .map(|o| b.identity(*o))
+                    .collect::<AdResult<Vec<_>>>()?;
+                self.replace(clone, &identities);
+                for output in &identities {
+                    active.insert(key(*output), ());
+                }
+                tape.push(Entry::CustomJvp {
+                    inputs: args,
+                    outputs: identities.clone(),
+                    placeholders,
+                    tangent_outputs,
+                    rule_tape,
+                });
+                return Ok(Some(identities));
+            }
+            "ad.custom_vjp_call" => {
+                let fwd_outputs = self.inline(&symbol_attribute(clone, "fwd")?, &args)?;
+                let n = results(clone).len();
+                let outputs = fwd_outputs[..n]
+                    .iter()
+                    .map(|o| b.identity(*o))
+                    .collect::<AdResult<Vec<_>>>()?;
+                let residuals = fwd_outputs[n..].to_vec();
+                let bwd = symbol_attribute(clone, "bwd")?;
+                self.replace(clone, &outputs);
+                for output in &outputs {
+                    active.insert(key(*output), ());
+                }
+                tape.push(Entry::CustomVjp {
+                    inputs: args,
+                    outputs: outputs.clone(),
+                    residuals,
+                    bwd,
+                });
+                return Ok(Some(outputs));
+            }
+            _ if is_nondifferentiable(&name) => {}
+            _ => {
+                for result in results(clone) {
+                    if is_float(result) {
+                        active.insert(key(result), ());
+                    }
+                }
+                tape.push(Entry::Op(clone));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs the tape backwards, adding each entry's input cotangents into `cotangent`.
+    fn backward(
+        &self,
+        b: &Builder<'c, 'a>,
+        tape: &[Entry],
+        cotangent: &mut HashMap<usize, V>,
+    ) -> AdResult<()> {
+        for entry in tape.iter().rev() {
+            match entry {
+                Entry::Op(operation) => {
+                    let Some(ct) = results(*operation)
+                        .first()
+                        .and_then(|r| cotangent.get(&key(*r)).copied())
+                    else {
+                        continue;
+                    };
+                    let location = unsafe { OperationRef::from_raw(*operation) }.location();
+                    let rule_builder = Builder {
+                        context: b.context,
+                        base: b.base,
+                        location,
+                    };
+                    for (operand, contribution) in operands(*operation).iter().zip(transpose_rule(
+                        &rule_builder,
+                        *operation,
+                        ct,
+                    )?) {
+                        if let Some(contribution) = contribution {
+                            accumulate(b, cotangent, *operand, contribution)?;
+                        }
+                    }
+                }
+                Entry::CustomJvp {
+                    inputs,
+                    outputs,
+                    placeholders,
+                    tangent_outputs,
+                    rule_tape,
+                } => {
+                    let mut inner: HashMap<usize, V> = HashMap::new();
+                    let mut any = false;
+                    for (output, tangent_output) in outputs.iter().zip(tangent_outputs) {
+                        if let Some(ct) = cotangent.get(&key(*output)).copied() {
+                            accumulate(b, &mut inner, *tangent_output, ct)?;
+                            any = true;
+                        }
+                    }
+                    if !any {
+                        continue;
+                    }
+                    self.backward(b, rule_tape, &mut inner)?;
+                    for (input, placeholder) in inputs.iter().zip(placeholders) {
+                        if let Some(ct) = inner.get(&key(*placeholder)).copied() {
+                            accumulate(b, cotangent, *input, ct)?;
+                        }
+                    }
+                }
+                Entry::CustomVjp {
+                    inputs,
+                    outputs,
+                    residuals,
+                    bwd,
+                } => {
+                    if !outputs.iter().any(|o| cotangent.contains_key(&key(*o))) {
+                        continue;
+                    }
+                    let mut args = residuals.clone();
+                    for output in outputs {
+                        args.push(
+                            cotangent
+                                .get(&key(*output))
+                                .copied()
+                                .map_or_else(|| b.zeros_like(*output), Ok)?,
+                        );
+                    }
+                    let input_cts = self.inline(bwd, &args)?;
+                    for (input, ct) in inputs.iter().zip(input_cts) {
+                        accumulate(b, cotangent, *input, ct)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ops whose derivative is zero (or whose results are not floats).
+fn is_nondifferentiable(name: &str) -> bool {
+    matches!(
+        name,
+        "fx.constant"
+            | "fx.compare"
+            | "fx.sign"
+            | "fx.floor"
+            | "fx.and"
+            | "fx.or"
+            | "fx.not"
+            | "fx.stop_gradient"
+    )
+}
+
+fn accumulate(
+    b: &Builder,
+    cotangent: &mut HashMap<usize, V>,
+    value: V,
+    contribution: V,
+) -> AdResult<()> {
+    let total = match cotangent.get(&key(value)) {
+        Some(existing) => b.add(*existing, contribution)?,
+        None => contribution,
+    };
+    cotangent.insert(key(value), total);
+    Ok(())
+}
+
+fn value_type<'c>(value: V) -> Type<'c> {
+    unsafe { Type::from_raw(mlir_sys::mlirValueGetType(value)) }
+}
+
+fn is_float(value: V) -> bool {
+    RankedTensorType::try_from(value_type(value)).is_ok_and(|t| t.element().is_float())
+}
+
+/// Builds fx ops at the rewriter's insertion point, with one location.
+#[derive(Clone, Copy)]
+struct Builder<'c, 'a> {
+    context: &'c Context,
+    base: RewriterBase<'c, 'a>,
+    location: Location<'c>,
+}
+
+impl<'c> Builder<'c, '_> {
+    fn ty(&self, value: V) -> Type<'c> {
+        value_type(value)
+    }
+
+    fn shape(&self, value: V) -> AdResult<Vec<i64>> {
+        shape_of(self.ty(value))
+    }
+
+    fn op(
+        &self,
+        name: &str,
+        operands: &[V],
+        result: Type<'c>,
+        attributes: &[(&str, Attribute<'c>)],
+    ) -> AdResult<V> {
+        let operands: Vec<Value<'c, '_>> = operands
+            .iter()
+            .map(|v| unsafe { Value::from_raw(*v) })
+            .collect();
+        let attributes: Vec<(Identifier<'c>, Attribute<'c>)> = attributes
+            .iter()
+            .map(|(name, value)| (Identifier::new(self.context, name), *value))
+            .collect();
+        let operation = OperationBuilder::new(name, self.location)
+            .add_operands(&operands)
+            .add_results(&[result])
+            .add_attributes(&attributes)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let inserted = self.base.insert(operation);
+        Ok(inserted.result(0).map_err(|e| e.to_string())?.to_raw())
+    }
+
+    fn binary(&self, name: &str, a: V, b: V) -> AdResult<V> {
+        self.op(name, &[a, b], self.ty(a), &[])
+    }
+
+    fn unary(&self, name: &str, a: V) -> AdResult<V> {
+        self.op(name, &[a], self.ty(a), &[])
+    }
+
+    fn add(&self, a: V, b: V) -> AdResult<V> {
+        self.binary("fx.add", a, b)
+    }
+
+    fn sub(&self, a: V, b: V) -> AdResult<V> {
+        self.binary("fx.sub", a, b)
+    }
+
+    fn mul(&self, a: V, b: V) -> AdResult<V> {
+        self.binary("fx.mul", a, b)
+    }
+
+    fn div(&self, a: V, b: V) -> AdResult<V> {
+        self.binary("fx.div", a, b)
+    }
+
+    fn neg(&self, a: V) -> AdResult<V> {
+        self.unary("fx.neg", a)
+    }
+
+    /// A distinct value equal to `a` (a `fx.stop_gradient` is not differentiated through,
+    /// so this uses `a + 0`... which would be; `fx.reshape` to the same type is an identity op).
+    fn identity(&self, a: V) -> AdResult<V> {
+        self.op("fx.reshape", &[a], self.ty(a), &[])
+    }
+
+    fn splat(&self, ty: Type<'c>, value: f64) -> AdResult<V> {
+        let tensor = RankedTensorType::try_from(ty).map_err(|e| e.to_string())?;
+        let element = tensor.element();
+        let text = if element.is_float() {
+            format!("dense<{value:.17e}> : {ty}")
+        } else {
+            format!("dense<{}> : {ty}", value as i64)
+        };
+        let attribute = Attribute::parse(self.context, &text)
+            .ok_or_else(|| format!("cannot parse `{text}`"))?;
+        self.op("fx.constant", &[], ty, &[("value", attribute)])
+    }
+
+    fn zeros_like(&self, value: V) -> AdResult<V> {
+        self.splat(self.ty(value), 0.0)
+    }
+
+    fn compare(&self, predicate: &str, a: V, b: V) -> AdResult<V> {
+        let ty = with_element(self.ty(a), IntegerType::new(self.context, 1).into())?;
+        let predicate = StringAttribute::new(self.context, predicate).into();
+        self.op("fx.compare", &[a, b], ty, &[("predicate", predicate)])
+    }
+
+    fn select(&self, pred: V, a: V, b: V) -> AdResult<V> {
+        self.op("fx.select", &[pred, a, b], self.ty(a), &[])
+    }
+
+    fn convert(&self, a: V, like: Type<'c>) -> AdResult<V> {
+        if self.ty(a) == like {
+            return Ok(a);
+        }
+        self.op("fx.convert", &[a], like, &[])
+    }
+
+    fn array(&self, values: &[i64]) -> Attribute<'c> {
+        DenseI64ArrayAttribute::new(self.context, values).into()
+    }
+
+    fn broadcast(&self, a: V, dims: &[i64], like: Type<'c>) -> AdResult<V> {
+        let ty = with_element(like, element(self.ty(a))?)?;
+        if self.ty(a) == ty && dims.iter().enumerate().all(|(i, d)| *d == i as i64) {
+            return Ok(a);
+        }
+        self.op(
+            "fx.broadcast_in_dim",
+            &[a],
+            ty,
+            &[("broadcast_dimensions", self.array(dims))],
+        )
+    }
+
+    fn reshape(&self, a: V, like: Type<'c>) -> AdResult<V> {
+        let ty = with_element(like, element(self.ty(a))?)?;
+        if self.ty(a) == ty {
+            return Ok(a);
+        }
+        self.op("fx.reshape", &[a], ty, &[])
+    }
+
+    fn reduce_sum(&self, a: V, axes: &[i64]) -> AdResult<V> {
+        if axes.is_empty() {
+            return Ok(a);
+        }
+        let shape: Vec<i64> = self
+            .shape(a)?
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(&(*i as i64)))
+            .map(|(_, d)| *d)
+            .collect();
+        let ty = tensor_type(&shape, element(self.ty(a))?);
+        let kind = StringAttribute::new(self.context, "sum").into();
+        self.op(
+            "fx.reduce",
+            &[a],
+            ty,
+            &[("kind", kind), ("axes", self.array(axes))],
+        )
+    }
+
+    fn integer_pow(&self, a: V, exponent: i64) -> AdResult<V> {
+        let exponent =
+            IntegerAttribute::new(IntegerType::new(self.context, 64).into(), exponent).into();
+        self.op(
+            "fx.integer_pow",
+            &[a],
+            self.ty(a),
+            &[("exponent", exponent)],
+        )
+    }
+
+    /// `trunc(q)` as `sign(q) * floor(|q|)`.
+    fn trunc(&self, q: V) -> AdResult<V> {
+        let magnitude = self.unary("fx.abs", q)?;
+        let floor = self.unary("fx.floor", magnitude)?;
+        let sign = self.unary("fx.sign", q)?;
+        self.mul(sign, floor)
+    }
+
+    /// JAX's balanced tie-break for `max`/`min`: 1 where `x` is the answer alone, 0.5 on ties.
+    fn balanced_eq(&self, x: V, z: V, y: V) -> AdResult<V> {
+        let x_is = self.compare("eq", x, z)?;
+        let y_is = self.compare("eq", y, z)?;
+        let half = self.splat(self.ty(x), 0.5)?;
+        let one = self.splat(self.ty(x), 1.0)?;
+        let zero = self.zeros_like(x)?;
+        let share = self.select(y_is, half, one)?;
+        self.select(x_is, share, zero)
+    }
+}
+
+fn element<'c>(ty: Type<'c>) -> AdResult<Type<'c>> {
+    Ok(RankedTensorType::try_from(ty)
+        .map_err(|e| e.to_string())?
+        .element())
+}
+
+fn shape_of(ty: Type<'_>) -> AdResult<Vec<i64>> {
+    let tensor = RankedTensorType::try_from(ty).map_err(|e| e.to_string())?;
+    (0..tensor.rank())
+        .map(|d| match tensor.dim_size(d).map_err(|e| e.to_string())? {
+            DimSize::Static(size) => Ok(size as i64),
+            DimSize::Dynamic => Err(String::from("dynamic dimensions are not supported yet")),
+        })
+        .collect()
+}
+
+fn tensor_type<'c>(shape: &[i64], element: Type<'c>) -> Type<'c> {
+    RankedTensorType::new(
+        &shape.iter().map(|d| *d as u64).collect::<Vec<_>>(),
+        element,
+        None,
+    )
+    .into()
+}
+
+fn with_element<'c>(ty: Type<'c>, element: Type<'c>) -> AdResult<Type<'c>> {
+    Ok(tensor_type(&shape_of(ty)?, element))
+}
+
+/// The tangent of `operation`'s result given its operands' tangents (None where zero).
+fn jvp_rule(b: &Builder, operation: MlirOperation, tangents: &[Option<V>]) -> AdResult<Option<V>> {
+    let name = op_name(operation);
+    let args = operands(operation);
+    let z = results(operation)[0];
+    let t = |i: usize| tangents.get(i).copied().flatten();
+    let zero_or = |i: usize| t(i).map_or_else(|| b.zeros_like(args[i]), Ok);
+    let scale = |i: usize, factor: &dyn Fn() -> AdResult<V>| -> AdResult<Option<V>> {
+        match t(i) {
+            Some(tangent) => Ok(Some(b.mul(tangent, factor()?)?)),
+            None => Ok(None),
+        }
+    };
+    let sum = |x: Option<V>, y: Option<V>| -> AdResult<Option<V>> {
+        match (x, y) {
+            (Some(x), Some(y)) => Ok(Some(b.add(x, y)?)),
+            (x, y) => Ok(x.or(y)),
+        }
+    };
+    if !is_float(z) {
+        return Ok(None);
+    }
+    Ok(match name.as_str() {
+        _ if is_nondifferentiable(&name) => None,
+        "fx.add" => sum(t(0), t(1))?,
+        "fx.sub" => sum(t(0), t(1).map(|x| b.neg(x)).transpose()?)?,
+        "fx.mul" => sum(scale(0, &|| Ok(args[1]))?, scale(1, &|| Ok(args[0]))?)?,
+        "fx.div" => sum(
+            scale(0, &|| Ok(args[1]))?
+                .map(|_| b.div(t(0).expect("tangent"), args[1]))
+                .transpose()?,
+            scale(1, &|| b.div(z, args[1]))?
+                .map(|x| b.neg(x))
+                .transpose()?,
+        )?,
+        "fx.rem" => sum(
+            t(0),
+            scale(1, &|| b.div(args[0], args[1]).and_then(|q| b.trunc(q)))?
+                .map(|x| b.neg(x))
+                .transpose()?,
+        )?,
+        "fx.pow" => sum(
+            scale(0, &|| pow_lhs_factor(b, args[0], args[1]))?,
+            scale(1, &|| pow_rhs_factor(b, args[0], z))?,
+        )?,
+        "fx.max" | "fx.min" => sum(
+            scale(0, &|| b.balanced_eq(args[0], z, args[1]))?,
+            scale(1, &|| b.balanced_eq(args[1], z, args[0]))?,
+        )?,
+        "fx.neg" => t(0).map(|x| b.neg(x)).transpose()?,
+        "fx.exp" => scale(0, &|| Ok(z))?,
+        "fx.log" => t(0).map(|x| b.div(x, args[0])).transpose()?,
+        "fx.log1p" => t(0)
+            .map(|x| {
+                b.splat(b.ty(z), 1.0)
+                    .and_then(|one| b.add(one, args[0]))
+                    .and_then(|d| b.div(x, d))
+            })
+            .transpose()?,
+        "fx.expm1" => scale(0, &|| b.splat(b.ty(z), 1.0).and_then(|one| b.add(z, one)))?,
+        "fx.sin" => scale(0, &|| b.unary("fx.cos", args[0]))?,
+        "fx.cos" => scale(0, &|| b.unary("fx.sin", args[0]).and_then(|s| b.neg(s)))?,
+        "fx.tanh" => scale(0, &|| tanh_factor(b, z))?,
+        "fx.sqrt" => t(0)
+            .map(|x| b.add(z, z).and_then(|two_z| b.div(x, two_z)))
+            .transpose()?,
+        "fx.abs" => t(0).map(|x| abs_transpose(b, args[0], x)).transpose()?,
+        "fx.integer_pow" => {
+            let k = int_attribute(operation, "exponent")?;
+            scale(0, &|| integer_pow_factor(b, args[0], k))?
+        }
+        "fx.select" => {
+            if t(1).is_none() && t(2).is_none() {
+                None
+            } else {
+                Some(b.select(args[0], zero_or(1)?, zero_or(2)?)?)
+            }
+        }
+        "fx.convert" => t(0).map(|x| b.convert(x, b.ty(z))).transpose()?,
+        "fx.broadcast_in_dim" => t(0)
+            .map(|x| {
+                b.broadcast(
+                    x,
+                    &i64s_attribute(operation, "broadcast_dimensions")?,
+                    b.ty(z),
+                )
+            })
+            .transpose()?,
+        "fx.reshape" => t(0).map(|x| b.reshape(x, b.ty(z))).transpose()?,
+        "fx.reduce" => match string_attribute(operation, "kind")?.as_str() {
+            "sum" => t(0)
+                .map(|x| b.reduce_sum(x, &i64s_attribute(operation, "axes")?))
+                .transpose()?,
+            _ => {
+                let (mask, counts) = chooser_mask(b, operation)?;
+                match t(0) {
+                    Some(x) => {
+                        let picked = b.mul(x, mask)?;
+                        let total = b.reduce_sum(picked, &i64s_attribute(operation, "axes")?)?;
+                        Some(b.div(total, counts)?)
+                    }
+                    None => None,
+                }
+            }
+        },
+        "fx.slice" => t(0)
+            .map(|x| {
+                let attributes = [
+                    (
+                        "start_indices",
+                        b.array(&i64s_attribute(operation, "start_indices")?),
+                    ),
+                    (
+                        "limit_indices",
+                        b.array(&i64s_attribute(operation, "limit_indices")?),
+                    ),
+                    ("strides", b.array(&i64s_attribute(operation, "strides")?)),
+                ];
+                b.op("fx.slice", &[x], b.ty(z), &attributes)
+            })
+            .transpose()?,
+        "fx.pad" => {
+            let attributes = [
+                (
+                    "edge_padding_low",
+                    b.array(&i64s_attribute(operation, "edge_padding_low")?),
+                ),
+                (
+                    "edge_padding_high",
+                    b.array(&i64s_attribute(operation, "edge_padding_high")?),
+                ),
+                (
+                    "interior_padding",
+                    b.array(&i64s_attribute(operation, "interior_padding")?),
+                ),
+            ];
+            Some(b.op("fx.pad", &[zero_or(0)?, zero_or(1)?], b.ty(z), &attributes)?)
+        }
+        other => return Err(format!("`{other}` has no JVP rule")),
+    })
+}
+
+fn pow_lhs_factor(b: &Builder, x: V, y: V) -> AdResult<V> {
+    // y * x^(y-1), and 0 where y == 0.
+    let one = b.splat(b.ty(y), 1.0)?;
+    let y_minus_one = b.sub(y, one)?;
+    let power = b.binary("fx.pow", x, y_minus_one)?;
+    let factor = b.mul(y, power)?;
+    let zero = b.zeros_like(y)?;
+    let y_is_zero = b.compare("eq", y, zero)?;
+    b.select(y_is_zero, zero, factor)
+}
+
+fn pow_rhs_factor(b: &Builder, x: V, z: V) -> AdResult<V> {
+    // z * log(x), with log(1) where x == 0.
+    let zero = b.zeros_like(x)?;
+    let one = b.splat(b.ty(x), 1.0)?;
+    let x_is_zero = b.compare("eq", x, zero)?;
+    let safe = b.select(x_is_zero, one, x)?;
+    let log = b.unary("fx.log", safe)?;
+    b.mul(z, log)
+}
+
+fn tanh_factor(b: &Builder, z: V) -> AdResult<V> {
+    let one = b.splat(b.ty(z), 1.0)?;
+    let square = b.mul(z, z)?;
+    b.sub(one, square)
+}
+
+fn abs_transpose(b: &Builder, x: V, t: V) -> AdResult<V> {
+    let zero = b.zeros_like(x)?;
+    let nonnegative = b.compare("ge", x, zero)?;
+    let negated = b.neg(t)?;
+    b.select(nonnegative, t, negated)
+}
+
+fn integer_pow_factor(b: &Builder, x: V, k: i64) -> AdResult<V> {
+    match k {
+        0 => b.zeros_like(x),
+        1 => b.splat(b.ty(x), 1.0),
+        _ => {
+            let power = b.integer_pow(x, k - 1)?;
+            let factor = b.splat(b.ty(x), k as f64)?;
+            b.mul(factor, power)
+        }
+    }
+}
+
+/// For `reduce max/min`: where the operand equals the answer (1.0 or 0.0), and how many times.
+fn chooser_mask(b: &Builder, operation: MlirOperation) -> AdResult<(V, V)> {
+    let x = operands(operation)[0];
+    let z = results(operation)[0];
+    let axes = i64s_attribute(operation, "axes")?;
+    let rank = b.shape(x)?.len() as i64;
+    let kept: Vec<i64> = (0..rank).filter(|d| !axes.contains(d)).collect();
+    let answer = b.broadcast(z, &kept, b.ty(x))?;
+    let equal = b.compare("eq", x, answer)?;
+    let mask = b.convert(equal, b.ty(x))?;
+    let counts = b.reduce_sum(mask, &axes)?;
+    Ok((mask, counts))
+}
+
+/// The cotangents of `operation`'s operands given its result's cotangent `ct` (None where an
+/// operand gets nothing): the transpose of the op's linearisation at the primal values.
+fn transpose_rule(b: &Builder, operation: MlirOperation, ct: V) -> AdResult<Vec<Option<V>>> {
+    let name = op_name(operation);
+    let args = operands(operation);
+    let z = results(operation)[0];
+    Ok(match name.as_str() {
+        "fx.add" => vec![Some(ct), Some(ct)],
+        "fx.sub" => vec![Some(ct), Some(b.neg(ct)?)],
+        "fx.mul" => vec![Some(b.mul(ct, args[1])?), Some(b.mul(args[0], ct)?)],
+        "fx.div" => {
+            let over_b = b.div(ct, args[1])?;
+            let z_over_b = b.div(z, args[1])?;
+            let scaled = b.mul(ct, z_over_b)?;
+            vec![Some(over_b), Some(b.neg(scaled)?)]
+        }
+        "fx.rem" => {
+            let q = b.div(args[0], args[1])?;
+            let truncated = b.trunc(q)?;
+            let scaled = b.mul(ct, truncated)?;
+            vec![Some(ct), Some(b.neg(scaled)?)]
+        }
+        "fx.pow" => vec![
+            Some(b.mul(ct, pow_lhs_factor(b, args[0], args[1])?)?),
+            Some(b.mul(ct, pow_rhs_factor(b, args[0], z)?)?),
+        ],
+        "fx.max" | "fx.min" => vec![
+            Some(b.mul(ct, b.balanced_eq(args[0], z, args[1])?)?),
+            Some(b.mul(ct, b.balanced_eq(args[1], z, args[0])?)?),
+        ],
+        "fx.neg" => vec![Some(b.neg(ct)?)],
+        "fx.exp" => vec![Some(b.mul(ct, z)?)],
+        "fx.log" => vec![Some(b.div(ct, args[0])?)],
+        "fx.log1p" => {
+            let one = b.splat(b.ty(z), 1.0)?;
+            let d = b.add(one, args[0])?;
+            vec![Some(b.div(ct, d)?)]
+        }
+        "fx.expm1" => {
+            let one = b.splat(b.ty(z), 1.0)?;
+            let d = b.add(z, one)?;
+            vec![Some(b.mul(ct, d)?)]
+        }
+        "fx.sin" => vec![Some(b.mul(ct, b.unary("fx.cos", args[0])?)?)],
+        "fx.cos" => {
+            let s = b.unary("fx.sin", args[0])?;
+            let scaled = b.mul(ct, s)?;
+            vec![Some(b.neg(scaled)?)]
+        }
+        "fx.tanh" => vec![Some(b.mul(ct, tanh_factor(b, z)?)?)],
+        "fx.sqrt" => {
+            let two_z = b.add(z, z)?;
+            vec![Some(b.div(ct, two_z)?)]
+        }
+        "fx.abs" => vec![Some(abs_transpose(b, args[0], ct)?)],
+        "fx.integer_pow" => {
+            let k = int_attribute(operation, "exponent")?;
+            vec![Some(b.mul(ct, integer_pow_factor(b, args[0], k)?)?)]
+        }
+        "fx.select" => {
+            let zero = b.zeros_like(ct)?;
+            vec![
+                None,
+                Some(b.select(args[0], ct, zero)?),
+                Some(b.select(args[0], zero, ct)?),
+            ]
+        }
+        "fx.convert" => vec![Some(b.convert(ct, b.ty(args[0]))?)],
+        "fx.broadcast_in_dim" => {
+            let dims = i64s_attribute(operation, "broadcast_dimensions")?;
+            let in_shape = b.shape(args[0])?;
+            let out_shape = b.shape(z)?;
+            let mut axes: Vec<i64> = (0..out_shape.len() as i64)
+                .filter(|d| !dims.contains(d))
+                .collect();
+            for (i, d) in dims.iter().enumerate() {
+                if in_shape[i] == 1 && out_shape[*d as usize] != 1 {
+                    axes.push(*d);
+                }
+            }
+            axes.sort_unstable();
+            let summed = b.reduce_sum(ct, &axes)?;
+            vec![Some(b.reshape(summed, b.ty(args[0]))?)]
+        }
+        "fx.reshape" => vec![Some(b.reshape(ct, b.ty(args[0]))?)],
+        "fx.reduce" => {
+            let axes = i64s_attribute(operation, "axes")?;
+            let rank = b.shape(args[0])?.len() as i64;
+            let kept: Vec<i64> = (0..rank).filter(|d| !axes.contains(d)).collect();
+            match string_attribute(operation, "kind")?.as_str() {
+                "sum" => vec![Some(b.broadcast(ct, &kept, b.ty(args[0]))?)],
+                _ => {
+                    let (mask, counts) = chooser_mask(b, operation)?;
+                    let share = b.div(ct, counts)?;
+                    let spread = b.broadcast(share, &kept, b.ty(args[0]))?;
+                    vec![Some(b.mul(spread, mask)?)]
+                }
+            }
+        }
+        "fx.slice" => {
+            let start = i64s_attribute(operation, "start_indices")?;
+            let strides = i64s_attribute(operation, "strides")?;
+            let in_shape = b.shape(args[0])?;
+            let out_shape = b.shape(z)?;
+            let high: Vec<i64> = (0..start.len())
+                .map(|d| {
+                    in_shape[d]
+                        - if out_shape[d] == 0 {
+                            start[d]
+                        } else {
+                            start[d] + (out_shape[d] - 1) * strides[d] + 1
+                        }
+                })
+                .collect();
+            let interior: Vec<i64> = strides.iter().map(|s| s - 1).collect();
+            let padding = b.splat(tensor_type(&[], element(b.ty(ct))?), 0.0)?;
+            let attributes = [
+                ("edge_padding_low", b.array(&start)),
+                ("edge_padding_high", b.array(&high)),
+                ("interior_padding", b.array(&interior)),
+            ];
+            vec![Some(b.op(
+                "fx.pad",
+                &[ct, padding],
+                b.ty(args[0]),
+                &attributes,
+            )?)]
+        }
+        "fx.pad" => {
+            let low = i64s_attribute(operation, "edge_padding_low")?;
+            let interior = i64s_attribute(operation, "interior_padding")?;
+            let in_shape = b.shape(args[0])?;
+            let limit: Vec<i64> = (0..low.len())
+                .map(|d| low[d] + (in_shape[d] - 1).max(0) * (interior[d] + 1) + 1)
+                .collect();
+            let strides: Vec<i64> = interior.iter().map(|i| i + 1).collect();
+            let attributes = [
+                ("start_indices", b.array(&low)),
+                ("limit_indices", b.array(&limit)),
+                ("strides", b.array(&strides)),
+            ];
+            let operand_ct = b.op("fx.slice", &[ct], b.ty(args[0]), &attributes)?;
+            let rank = in_shape.len() as i64;
+            let all: Vec<i64> = (0..rank).collect();
+            let total = b.reduce_sum(ct, &all)?;
+            let inner = b.reduce_sum(operand_ct, &all)?;
+            vec![Some(operand_ct), Some(b.sub(total, inner)?)]
+        }
+        other => return Err(format!("`{other}` has no transpose rule")),
+    })
+}
