@@ -66,3 +66,24 @@ fn every_fx_op_carries_a_source_location() {
         }
     }
 }
+
+#[test]
+fn reverse_mode_reuses_the_forward_exp() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ir/selu_grad.py"))
+        .expect("readable program");
+    let (function, signature) = header(&text);
+    let mut session = Session::new("selu_grad.py", &text).expect("parses");
+    let ir = session
+        .compile(&function, &signature, "fx", false)
+        .expect("compiles");
+    assert_eq!(ir.matches("\"fx.exp\"").count(), 1, "{ir}");
+    assert!(
+        !ir.contains("\"ad."),
+        "a differentiation request is left: {ir}"
+    );
+    assert_eq!(
+        ir.matches("func.func").count(),
+        1,
+        "only the entry function remains: {ir}"
+    );
+}

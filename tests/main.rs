@@ -2,5 +2,6 @@
 
 mod conformance;
 mod errors;
+mod gradients;
 mod ir;
 mod robustness;

@@ -15,6 +15,8 @@ pub fn run_jit(
     outputs: Vec<Array>,
 ) -> Result<Vec<Array>, String> {
     let engine = ExecutionEngine::new(module, 2, &[], false, false);
+    // Safety: `memref_copy` has the C signature MLIR's lowering of `memref.copy` calls.
+    unsafe { engine.register_symbol("memrefCopy", memref_copy as *mut ()) };
     let mut outputs = outputs;
     let mut descriptors: Vec<Vec<i64>> = vec![];
     for input in inputs {
@@ -45,4 +47,50 @@ fn descriptor(pointer: i64, shape: &[usize]) -> Vec<i64> {
     }
     words.extend(strides);
     words
+}
+
+/// A memref of unknown rank, as MLIR passes it to runtime functions.
+#[repr(C)]
+struct UnrankedMemRef {
+    rank: i64,
+    descriptor: *const i64,
+}
+
+/// `memrefCopy(element_size, source, target)`: the copy MLIR's `finalize-memref-to-llvm`
+/// calls for memrefs that are not contiguous (it is otherwise in MLIR's runner library).
+unsafe extern "C" fn memref_copy(
+    element_size: i64,
+    source: *const UnrankedMemRef,
+    target: *const UnrankedMemRef,
+) {
+    // Safety: MLIR passes two live descriptors of one shape.
+    unsafe {
+        let rank = (*source).rank as usize;
+        let (s, t) = ((*source).descriptor, (*target).descriptor);
+        let sizes: Vec<i64> = (0..rank).map(|d| *s.add(3 + d)).collect();
+        let (s_base, t_base) = (*s.add(1) as *const u8, *t.add(1) as *mut u8);
+        let (s_offset, t_offset) = (*s.add(2), *t.add(2));
+        let count: i64 = sizes.iter().product();
+        let mut index = vec![0i64; rank];
+        for _ in 0..count {
+            let mut from = s_offset;
+            let mut to = t_offset;
+            for d in 0..rank {
+                from += index[d] * *s.add(3 + rank + d);
+                to += index[d] * *t.add(3 + rank + d);
+            }
+            std::ptr::copy_nonoverlapping(
+                s_base.add((from * element_size) as usize),
+                t_base.add((to * element_size) as usize),
+                element_size as usize,
+            );
+            for d in (0..rank).rev() {
+                index[d] += 1;
+                if index[d] < sizes[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+    }
 }

@@ -17,7 +17,8 @@ use melior::{
     },
 };
 use mlir_sys::MlirValue;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 pub type DResult<T> = Result<T, Diagnostic>;
 
@@ -93,6 +94,9 @@ impl Unary {
 /// traced into its own `func.func` while its caller is being traced), the values defined in
 /// them, and where they came from.
 pub struct Emitter<'c, 'a> {
+    /// Finished functions, in the order they were completed (callees before callers). Declared
+    /// first so they are dropped before the blocks whose values they may still use.
+    pub functions: Vec<Operation<'c>>,
     pub context: &'c Context,
     sources: &'a SourceMap,
     /// Blocks under construction, innermost last, each with a unique id.
@@ -100,10 +104,13 @@ pub struct Emitter<'c, 'a> {
     next_block: usize,
     /// Every traced value: the MLIR value and the id of the block that defines it.
     values: Vec<(MlirValue, usize)>,
-    /// Finished functions, in the order they were completed (callees before callers).
-    pub functions: Vec<Operation<'c>>,
+    /// Copies of constants made in inner functions: (block id, value) to the copy.
+    copies: RefCell<HashMap<(usize, usize), MlirValue>>,
     /// Set when a value is used in a function other than the one that defines it.
     escaped: Cell<bool>,
+    /// The exact values of small constants, so a conversion makes a new constant instead of
+    /// rounding (a Python float meeting a float64 array keeps all its digits, as in JAX).
+    exact: HashMap<usize, Vec<f64>>,
 }
 
 impl<'c, 'a> Emitter<'c, 'a> {
@@ -116,6 +123,8 @@ impl<'c, 'a> Emitter<'c, 'a> {
             values: vec![],
             functions: vec![],
             escaped: Cell::new(false),
+            exact: HashMap::new(),
+            copies: RefCell::new(HashMap::new()),
         }
     }
 
@@ -192,13 +201,60 @@ impl<'c, 'a> Emitter<'c, 'a> {
         self.escaped.replace(false)
     }
 
+    /// The MLIR value of `traced` in the innermost function. A value of an enclosing function
+    /// that is computed from constants alone (a module-level array) is copied in; any other
+    /// value from outside sets the escape flag (see `take_escaped`).
     pub fn value(&self, traced: &Traced) -> melior::ir::Value<'c, 'c> {
         let (raw, block) = self.values[traced.id];
-        if self.blocks.last().map(|(id, _)| *id) != Some(block) {
-            self.escaped.set(true);
-        }
+        let current = self.blocks.last().map(|(id, _)| *id);
+        let raw = if current == Some(block) {
+            raw
+        } else {
+            match current.and_then(|current| self.copy_constant(current, raw)) {
+                Some(copy) => copy,
+                None => {
+                    self.escaped.set(true);
+                    raw
+                }
+            }
+        };
         // Safety: the value belongs to a block of this emitter, alive until the module is built.
         unsafe { melior::ir::Value::from_raw(raw) }
+    }
+
+    /// Copies the ops that compute `value` into the innermost block, when they depend on no
+    /// block argument.
+    fn copy_constant(&self, block: usize, value: MlirValue) -> Option<MlirValue> {
+        if let Some(copy) = self.copies.borrow().get(&(block, value.ptr as usize)) {
+            return Some(*copy);
+        }
+        // Safety: `value` is a live value of an enclosing block.
+        let copy = unsafe {
+            if !mlir_sys::mlirValueIsAOpResult(value) {
+                return None;
+            }
+            let owner = mlir_sys::mlirOpResultGetOwner(value);
+            let count = mlir_sys::mlirOperationGetNumOperands(owner);
+            let mut operands = vec![];
+            for i in 0..count {
+                operands
+                    .push(self.copy_constant(block, mlir_sys::mlirOperationGetOperand(owner, i))?);
+            }
+            let clone = mlir_sys::mlirOperationClone(owner);
+            for (i, operand) in operands.into_iter().enumerate() {
+                mlir_sys::mlirOperationSetOperand(clone, i as isize, operand);
+            }
+            let (_, current) = self.blocks.last()?;
+            mlir_sys::mlirBlockAppendOwnedOperation(current.to_raw(), clone);
+            mlir_sys::mlirOperationGetResult(
+                clone,
+                mlir_sys::mlirOpResultGetResultNumber(value) as isize,
+            )
+        };
+        self.copies
+            .borrow_mut()
+            .insert((block, value.ptr as usize), copy);
+        Some(copy)
     }
 
     pub fn location(&self, span: Span) -> Location<'c> {
@@ -292,7 +348,11 @@ impl<'c, 'a> Emitter<'c, 'a> {
             .into(),
         };
         let location = self.location(span);
-        self.push(fx::constant(location, attribute, tensor), ty)
+        let traced = self.push(fx::constant(location, attribute, tensor), ty);
+        if values.len() <= 4096 {
+            self.exact.insert(traced.id, values.to_vec());
+        }
+        traced
     }
 
     /// A Python scalar, list or array as a traced array (scalars are weakly typed).
@@ -403,6 +463,13 @@ impl<'c, 'a> Emitter<'c, 'a> {
     pub fn convert(&mut self, span: Span, traced: &Traced, dtype: DType) -> Traced {
         if traced.ty.dtype == dtype {
             return traced.clone();
+        }
+        if let Some(values) = self.exact.get(&traced.id).cloned() {
+            return self.constant(
+                span,
+                &values,
+                ArrayType::new(dtype, traced.ty.shape.clone()),
+            );
         }
         let ty = ArrayType::new(dtype, traced.ty.shape.clone());
         let location = self.location(span);

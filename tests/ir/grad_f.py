@@ -1,0 +1,11 @@
+# compile: df x1: f32[], x2: f32[]
+import jax
+import jax.numpy as jnp
+
+
+def f(x1, x2):
+    return x1 * x2 + jnp.sin(x1 * x2)
+
+
+def df(x1, x2):
+    return jax.grad(f, argnums=(0, 1))(x1, x2)
