@@ -75,9 +75,9 @@ unsafe extern "C" fn memref_copy(
         for _ in 0..count {
             let mut from = s_offset;
             let mut to = t_offset;
-            for d in 0..rank {
-                from += index[d] * *s.add(3 + rank + d);
-                to += index[d] * *t.add(3 + rank + d);
+            for (d, i) in index.iter().enumerate() {
+                from += i * *s.add(3 + rank + d);
+                to += i * *t.add(3 + rank + d);
             }
             std::ptr::copy_nonoverlapping(
                 s_base.add((from * element_size) as usize),
