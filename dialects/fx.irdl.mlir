@@ -199,4 +199,24 @@ irdl.dialect @fx {
     irdl.operands(operand: %t)
     irdl.results(res: %t)
   }
+  irdl.operation @dot_general {
+    %l = irdl.base "!builtin.tensor"
+    %r = irdl.base "!builtin.tensor"
+    %o = irdl.base "!builtin.tensor"
+    %lhs_batching_dimensions = irdl.base "#builtin.dense_array"
+    %rhs_batching_dimensions = irdl.base "#builtin.dense_array"
+    %lhs_contracting_dimensions = irdl.base "#builtin.dense_array"
+    %rhs_contracting_dimensions = irdl.base "#builtin.dense_array"
+    irdl.operands(lhs: %l, rhs: %r)
+    irdl.attributes { "lhs_batching_dimensions" = %lhs_batching_dimensions, "rhs_batching_dimensions" = %rhs_batching_dimensions, "lhs_contracting_dimensions" = %lhs_contracting_dimensions, "rhs_contracting_dimensions" = %rhs_contracting_dimensions }
+    irdl.results(res: %o)
+  }
+  irdl.operation @transpose {
+    %t = irdl.base "!builtin.tensor"
+    %r = irdl.base "!builtin.tensor"
+    %permutation = irdl.base "#builtin.dense_array"
+    irdl.operands(operand: %t)
+    irdl.attributes { "permutation" = %permutation }
+    irdl.results(res: %r)
+  }
 }

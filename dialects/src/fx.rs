@@ -305,3 +305,62 @@ pub fn pad<'c>(
         ],
     )
 }
+
+/// Dimension numbers of `fx.dot_general`: batch and contracting dimensions of each side.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DotDimensions {
+    pub lhs_batch: Vec<i64>,
+    pub rhs_batch: Vec<i64>,
+    pub lhs_contracting: Vec<i64>,
+    pub rhs_contracting: Vec<i64>,
+}
+
+/// Creates an `fx.dot_general` operation. The result's dimensions are the batch dimensions,
+/// then the lhs's free dimensions, then the rhs's (in order).
+pub fn dot_general<'c>(
+    context: &'c Context,
+    location: Location<'c>,
+    lhs: Value<'c, '_>,
+    rhs: Value<'c, '_>,
+    dimensions: &DotDimensions,
+    result: Type<'c>,
+) -> Operation<'c> {
+    let array =
+        |values: &[i64]| -> Attribute<'c> { DenseI64ArrayAttribute::new(context, values).into() };
+    build(
+        "fx.dot_general",
+        location,
+        &[lhs, rhs],
+        result,
+        &[
+            ("lhs_batching_dimensions", array(&dimensions.lhs_batch)),
+            ("rhs_batching_dimensions", array(&dimensions.rhs_batch)),
+            (
+                "lhs_contracting_dimensions",
+                array(&dimensions.lhs_contracting),
+            ),
+            (
+                "rhs_contracting_dimensions",
+                array(&dimensions.rhs_contracting),
+            ),
+        ],
+    )
+}
+
+/// Creates an `fx.transpose` operation: result dimension `i` is operand dimension `permutation[i]`.
+pub fn transpose<'c>(
+    context: &'c Context,
+    location: Location<'c>,
+    operand: Value<'c, '_>,
+    permutation: &[i64],
+    result: Type<'c>,
+) -> Operation<'c> {
+    let permutation = DenseI64ArrayAttribute::new(context, permutation).into();
+    build(
+        "fx.transpose",
+        location,
+        &[operand],
+        result,
+        &[("permutation", permutation)],
+    )
+}

@@ -871,6 +871,48 @@ impl<'c> Builder<'c, '_> {
         )
     }
 
+    fn transpose(&self, a: V, permutation: &[i64]) -> AdResult<V> {
+        if permutation.iter().enumerate().all(|(i, p)| *p == i as i64) {
+            return Ok(a);
+        }
+        let in_shape = self.shape(a)?;
+        let shape: Vec<i64> = permutation.iter().map(|p| in_shape[*p as usize]).collect();
+        let ty = tensor_type(&shape, element(self.ty(a))?);
+        self.op(
+            "fx.transpose",
+            &[a],
+            ty,
+            &[("permutation", self.array(permutation))],
+        )
+    }
+
+    fn dot_general(&self, a: V, b: V, dims: &Dims) -> AdResult<V> {
+        let (sa, sb) = (self.shape(a)?, self.shape(b)?);
+        let free = |shape: &[i64], batch: &[i64], contracting: &[i64]| -> Vec<i64> {
+            (0..shape.len() as i64)
+                .filter(|d| !batch.contains(d) && !contracting.contains(d))
+                .map(|d| shape[d as usize])
+                .collect()
+        };
+        let mut shape: Vec<i64> = dims.lhs_batch.iter().map(|d| sa[*d as usize]).collect();
+        shape.extend(free(&sa, &dims.lhs_batch, &dims.lhs_contracting));
+        shape.extend(free(&sb, &dims.rhs_batch, &dims.rhs_contracting));
+        let ty = tensor_type(&shape, element(self.ty(a))?);
+        let attributes = [
+            ("lhs_batching_dimensions", self.array(&dims.lhs_batch)),
+            ("rhs_batching_dimensions", self.array(&dims.rhs_batch)),
+            (
+                "lhs_contracting_dimensions",
+                self.array(&dims.lhs_contracting),
+            ),
+            (
+                "rhs_contracting_dimensions",
+                self.array(&dims.rhs_contracting),
+            ),
+        ];
+        self.op("fx.dot_general", &[a, b], ty, &attributes)
+    }
+
     /// `trunc(q)` as `sign(q) * floor(|q|)`.
     fn trunc(&self, q: V) -> AdResult<V> {
         let magnitude = self.unary("fx.abs", q)?;
@@ -889,6 +931,67 @@ impl<'c> Builder<'c, '_> {
         let share = self.select(y_is, half, one)?;
         self.select(x_is, share, zero)
     }
+}
+
+/// The dimension numbers of an `fx.dot_general`.
+#[derive(Clone)]
+struct Dims {
+    lhs_batch: Vec<i64>,
+    rhs_batch: Vec<i64>,
+    lhs_contracting: Vec<i64>,
+    rhs_contracting: Vec<i64>,
+}
+
+fn dot_dims(operation: MlirOperation) -> AdResult<Dims> {
+    Ok(Dims {
+        lhs_batch: i64s_attribute(operation, "lhs_batching_dimensions")?,
+        rhs_batch: i64s_attribute(operation, "rhs_batching_dimensions")?,
+        lhs_contracting: i64s_attribute(operation, "lhs_contracting_dimensions")?,
+        rhs_contracting: i64s_attribute(operation, "rhs_contracting_dimensions")?,
+    })
+}
+
+/// The cotangent of a `dot_general`'s lhs `x` (JAX's `_dot_general_transpose_lhs`); with
+/// `swap_ans` the answer's free dimensions are (y's, x's), as for the rhs.
+fn dot_transpose_lhs(
+    b: &Builder,
+    ct: V,
+    x_rank: usize,
+    y: V,
+    dims: &Dims,
+    swap_ans: bool,
+) -> AdResult<V> {
+    let y_rank = b.shape(y)?.len();
+    let remaining = |rank: usize, a: &[i64], c: &[i64]| -> Vec<i64> {
+        (0..rank as i64)
+            .filter(|d| !a.contains(d) && !c.contains(d))
+            .collect()
+    };
+    let x_kept = remaining(x_rank, &dims.lhs_contracting, &dims.lhs_batch);
+    let y_kept = remaining(y_rank, &dims.rhs_contracting, &dims.rhs_batch);
+    let nb = dims.lhs_batch.len() as i64;
+    let ans_batch: Vec<i64> = (0..nb).collect();
+    let ans_y: Vec<i64> = if swap_ans {
+        (nb..nb + y_kept.len() as i64).collect()
+    } else {
+        (nb + x_kept.len() as i64..nb + x_kept.len() as i64 + y_kept.len() as i64).collect()
+    };
+    let contracted = Dims {
+        lhs_batch: ans_batch,
+        rhs_batch: dims.rhs_batch.clone(),
+        lhs_contracting: ans_y,
+        rhs_contracting: y_kept,
+    };
+    let mut order: Vec<usize> = (0..dims.rhs_contracting.len()).collect();
+    order.sort_by_key(|i| dims.rhs_contracting[*i]);
+    let x_contract_sorted_by_y: Vec<i64> = order.iter().map(|i| dims.lhs_contracting[*i]).collect();
+    let mut layout: Vec<i64> = dims.lhs_batch.clone();
+    layout.extend(x_kept);
+    layout.extend(x_contract_sorted_by_y);
+    let mut out_axes: Vec<i64> = (0..layout.len() as i64).collect();
+    out_axes.sort_by_key(|i| layout[*i as usize]);
+    let product = b.dot_general(ct, y, &contracted)?;
+    b.transpose(product, &out_axes)
 }
 
 fn element<'c>(ty: Type<'c>) -> AdResult<Type<'c>> {
@@ -1057,6 +1160,15 @@ fn jvp_rule(b: &Builder, operation: MlirOperation, tangents: &[Option<V>]) -> Ad
                 ),
             ];
             Some(b.op("fx.pad", &[zero_or(0)?, zero_or(1)?], b.ty(z), &attributes)?)
+        }
+        "fx.transpose" => t(0)
+            .map(|x| b.transpose(x, &i64s_attribute(operation, "permutation")?))
+            .transpose()?,
+        "fx.dot_general" => {
+            let dims = dot_dims(operation)?;
+            let left = t(0).map(|x| b.dot_general(x, args[1], &dims)).transpose()?;
+            let right = t(1).map(|x| b.dot_general(args[0], x, &dims)).transpose()?;
+            sum(left, right)?
         }
         other => return Err(format!("`{other}` has no JVP rule")),
     })
@@ -1269,6 +1381,28 @@ fn transpose_rule(b: &Builder, operation: MlirOperation, ct: V) -> AdResult<Vec<
             let total = b.reduce_sum(ct, &all)?;
             let inner = b.reduce_sum(operand_ct, &all)?;
             vec![Some(operand_ct), Some(b.sub(total, inner)?)]
+        }
+        "fx.transpose" => {
+            let permutation = i64s_attribute(operation, "permutation")?;
+            let mut inverse = vec![0i64; permutation.len()];
+            for (i, p) in permutation.iter().enumerate() {
+                inverse[*p as usize] = i as i64;
+            }
+            vec![Some(b.transpose(ct, &inverse)?)]
+        }
+        "fx.dot_general" => {
+            let dims = dot_dims(operation)?;
+            let x_rank = b.shape(args[0])?.len();
+            let y_rank = b.shape(args[1])?.len();
+            let lhs = dot_transpose_lhs(b, ct, x_rank, args[1], &dims, false)?;
+            let swapped = Dims {
+                lhs_batch: dims.rhs_batch.clone(),
+                rhs_batch: dims.lhs_batch.clone(),
+                lhs_contracting: dims.rhs_contracting.clone(),
+                rhs_contracting: dims.lhs_contracting.clone(),
+            };
+            let rhs = dot_transpose_lhs(b, ct, y_rank, args[0], &swapped, true)?;
+            vec![Some(lhs), Some(rhs)]
         }
         other => return Err(format!("`{other}` has no transpose rule")),
     })

@@ -304,6 +304,36 @@ impl<'c, 'a> Lowering<'c, 'a> {
                     ],
                 )
             }
+            "transpose" => {
+                let permutation = i64_array(
+                    operation
+                        .attribute("permutation")
+                        .map_err(|e| e.to_string())?,
+                )?;
+                let rank = permutation.len();
+                let all: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
+                // Input dimension permutation[i] is indexed by result dimension i.
+                let mut input = vec![String::new(); rank];
+                for (i, p) in permutation.iter().enumerate() {
+                    input[*p as usize] = format!("d{i}");
+                }
+                let maps = format!(
+                    "[affine_map<({}) -> ({})>, affine_map<({}) -> ({})>]",
+                    all.join(", "),
+                    input.join(", "),
+                    all.join(", "),
+                    all.join(", ")
+                );
+                let iterators = format!(
+                    "[{}]",
+                    vec!["#linalg.iterator_type<parallel>"; rank].join(", ")
+                );
+                let init = self.empty(result_type)?;
+                self.generic(operand(0)?, init, &maps, &iterators, |_, a, _| {
+                    Ok(unsafe { Value::from_raw(a.to_raw()) })
+                })
+            }
+            "dot_general" => self.dot_general(operation, operand(0)?, operand(1)?, result_type),
             other => Err(format!("`fx.{other}` has no lowering")),
         }
     }
@@ -518,6 +548,158 @@ impl<'c, 'a> Lowering<'c, 'a> {
             OperationBuilder::new("linalg.generic", self.location),
             &[input, init],
             init.r#type(),
+            &attributes,
+            vec![region],
+        )
+    }
+
+    /// A `linalg.generic` over batch, lhs-free, rhs-free and contracting dimensions that
+    /// multiplies and accumulates into a zero-filled result.
+    fn dot_general(
+        &self,
+        operation: OperationRef<'c, 'a>,
+        lhs: Value<'c, '_>,
+        rhs: Value<'c, '_>,
+        ty: Type<'c>,
+    ) -> LResult<'c, 'a> {
+        let attribute = |name: &str| -> Result<Vec<i64>, String> {
+            i64_array(operation.attribute(name).map_err(|e| e.to_string())?)
+        };
+        let (lhs_batch, rhs_batch) = (
+            attribute("lhs_batching_dimensions")?,
+            attribute("rhs_batching_dimensions")?,
+        );
+        let (lhs_contracting, rhs_contracting) = (
+            attribute("lhs_contracting_dimensions")?,
+            attribute("rhs_contracting_dimensions")?,
+        );
+        let (lhs_rank, rhs_rank) = (
+            shape(lhs.r#type())?.len() as i64,
+            shape(rhs.r#type())?.len() as i64,
+        );
+        let lhs_free: Vec<i64> = (0..lhs_rank)
+            .filter(|d| !lhs_batch.contains(d) && !lhs_contracting.contains(d))
+            .collect();
+        let rhs_free: Vec<i64> = (0..rhs_rank)
+            .filter(|d| !rhs_batch.contains(d) && !rhs_contracting.contains(d))
+            .collect();
+        let (nb, nl, nr, nc) = (
+            lhs_batch.len(),
+            lhs_free.len(),
+            rhs_free.len(),
+            lhs_contracting.len(),
+        );
+        let total = nb + nl + nr + nc;
+        let map_of = |rank: i64,
+                      batch: &[i64],
+                      free: &[i64],
+                      free_offset: usize,
+                      contracting: &[i64]|
+         -> String {
+            let dims: Vec<String> = (0..rank)
+                .map(|d| {
+                    if let Some(k) = batch.iter().position(|b| *b == d) {
+                        format!("d{k}")
+                    } else if let Some(k) = contracting.iter().position(|c| *c == d) {
+                        format!("d{}", nb + nl + nr + k)
+                    } else {
+                        format!(
+                            "d{}",
+                            free_offset + free.iter().position(|f| *f == d).unwrap_or(0)
+                        )
+                    }
+                })
+                .collect();
+            dims.join(", ")
+        };
+        let all: Vec<String> = (0..total).map(|d| format!("d{d}")).collect();
+        let out: Vec<String> = (0..nb + nl + nr).map(|d| format!("d{d}")).collect();
+        let maps = format!(
+            "[affine_map<({all}) -> ({})>, affine_map<({all}) -> ({})>, affine_map<({all}) -> ({})>]",
+            map_of(lhs_rank, &lhs_batch, &lhs_free, nb, &lhs_contracting),
+            map_of(rhs_rank, &rhs_batch, &rhs_free, nb + nl, &rhs_contracting),
+            out.join(", "),
+            all = all.join(", ")
+        );
+        let iterators: Vec<&str> = (0..total)
+            .map(|d| {
+                if d < nb + nl + nr {
+                    "#linalg.iterator_type<parallel>"
+                } else {
+                    "#linalg.iterator_type<reduction>"
+                }
+            })
+            .collect();
+        let element = element_type(ty)?;
+        let k = kind(ty)?;
+        let zero = self.attribute(&format!(
+            "{} : {element}",
+            if k == Kind::Float {
+                "0.0"
+            } else if k == Kind::Bool {
+                "false"
+            } else {
+                "0"
+            }
+        ))?;
+        let zero = self.op("arith.constant", &[], element, &[("value", zero)])?;
+        let empty = self.empty(ty)?;
+        let init = self.build(
+            OperationBuilder::new("linalg.fill", self.location),
+            &[zero, empty],
+            ty,
+            &[("operandSegmentSizes", self.attribute("array<i32: 1, 1>")?)],
+            vec![fill_region(self.context, element, self.location)?],
+        )?;
+        let block = Block::new(&[
+            (element, self.location),
+            (element, self.location),
+            (element, self.location),
+        ]);
+        let arguments: Vec<Value> = (0..3)
+            .map(|i| block.argument(i).map(Into::into).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        let (mul, add) = match k {
+            Kind::Float => ("arith.mulf", "arith.addf"),
+            Kind::Int => ("arith.muli", "arith.addi"),
+            Kind::Bool => ("arith.andi", "arith.ori"),
+        };
+        let product = block.append_operation(
+            OperationBuilder::new(mul, self.location)
+                .add_operands(&[arguments[0], arguments[1]])
+                .add_results(&[element])
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        let product: Value = product.result(0).map_err(|e| e.to_string())?.into();
+        let sum = block.append_operation(
+            OperationBuilder::new(add, self.location)
+                .add_operands(&[arguments[2], product])
+                .add_results(&[element])
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        let sum: Value = sum.result(0).map_err(|e| e.to_string())?.into();
+        block.append_operation(
+            OperationBuilder::new("linalg.yield", self.location)
+                .add_operands(&[sum])
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        let region = Region::new();
+        region.append_block(block);
+        let attributes = [
+            ("indexing_maps", self.attribute(&maps)?),
+            (
+                "iterator_types",
+                self.attribute(&format!("[{}]", iterators.join(", ")))?,
+            ),
+            ("operandSegmentSizes", self.attribute("array<i32: 2, 1>")?),
+        ];
+        self.build(
+            OperationBuilder::new("linalg.generic", self.location),
+            &[lhs, rhs, init],
+            ty,
             &attributes,
             vec![region],
         )

@@ -7,7 +7,7 @@ use super::value::{ArrayType, CustomKind, DType, Traced, Transform, Value, shape
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::BinOp;
 use crate::syntax::span::Span;
-use ferrax_dialects::fx::{Predicate, ReduceKind};
+use ferrax_dialects::fx::{self, Predicate, ReduceKind};
 use std::rc::Rc;
 
 const MODULES: &[&str] = &[
@@ -76,6 +76,13 @@ const FUNCTIONS: &[&str] = &[
     "jax.numpy.min",
     "jax.numpy.mean",
     "jax.numpy.dot",
+    "jax.numpy.vdot",
+    "jax.numpy.inner",
+    "jax.numpy.outer",
+    "jax.numpy.tensordot",
+    "jax.numpy.einsum",
+    "jax.numpy.transpose",
+    "jax.numpy.swapaxes",
     "jax.numpy.matmul",
     "jax.numpy.reshape",
     "jax.numpy.ravel",
@@ -192,8 +199,16 @@ pub fn attribute(interp: &mut Interp, value: &Value, name: &str, span: Span) -> 
             "ndim" => Ok(Value::Int(traced.ty.shape.len() as i64)),
             "size" => Ok(Value::Int(traced.ty.size())),
             "dtype" => Ok(Value::DType(traced.ty.dtype)),
-            "T" if traced.ty.shape.len() <= 1 => Ok(value.clone()),
-            "sum" | "mean" | "max" | "min" | "reshape" | "astype" | "ravel" => Ok(Value::Method {
+            "T" => {
+                let permutation: Vec<i64> = (0..traced.ty.shape.len() as i64).rev().collect();
+                Ok(Value::Array(interp.emit.transpose(
+                    span,
+                    traced,
+                    &permutation,
+                )))
+            }
+            "sum" | "mean" | "max" | "min" | "reshape" | "astype" | "ravel" | "transpose"
+            | "dot" => Ok(Value::Method {
                 receiver: Rc::new(value.clone()),
                 name: name.into(),
             }),
@@ -526,10 +541,139 @@ pub fn call(
             };
             reduction(interp, short, &x, axis.as_ref(), keepdims, span).map(Value::Array)
         }
-        "dot" | "matmul" => {
+        "dot" | "matmul" | "inner" | "vdot" | "outer" => {
             let a = args.array(interp, 0, "a")?;
             let b = args.array(interp, 1, "b")?;
-            dot(interp, &a, &b, span).map(Value::Array)
+            match short {
+                "dot" => dot(interp, &a, &b, span).map(Value::Array),
+                "matmul" => matmul(interp, &a, &b, span).map(Value::Array),
+                "inner" if a.ty.shape.is_empty() || b.ty.shape.is_empty() => {
+                    dot(interp, &a, &b, span).map(Value::Array)
+                }
+                "inner" => {
+                    let dims = fx::DotDimensions {
+                        lhs_contracting: vec![a.ty.shape.len() as i64 - 1],
+                        rhs_contracting: vec![b.ty.shape.len() as i64 - 1],
+                        ..Default::default()
+                    };
+                    contract(interp, &a, &b, dims, "inner", span).map(Value::Array)
+                }
+                _ => {
+                    let (na, nb) = (a.ty.size(), b.ty.size());
+                    let a = interp.emit.reshape(span, &a, &[na]);
+                    let b = interp.emit.reshape(span, &b, &[nb]);
+                    if short == "vdot" {
+                        let dims = fx::DotDimensions {
+                            lhs_contracting: vec![0],
+                            rhs_contracting: vec![0],
+                            ..Default::default()
+                        };
+                        return contract(interp, &a, &b, dims, "vdot", span).map(Value::Array);
+                    }
+                    let (a, b) = promote_pair(interp, &a, &b, span);
+                    let a = interp.emit.broadcast_in_dim(span, &a, &[0], &[na, nb]);
+                    let b = interp.emit.broadcast_in_dim(span, &b, &[1], &[na, nb]);
+                    Ok(Value::Array(interp.emit.binary(span, Binary::Mul, &a, &b)))
+                }
+            }
+        }
+        "tensordot" => {
+            let a = args.array(interp, 0, "a")?;
+            let b = args.array(interp, 1, "b")?;
+            let (lhs, rhs): (Vec<i64>, Vec<i64>) =
+                match args.get(2, "axes").unwrap_or(Value::Int(2)) {
+                    Value::Int(n) => {
+                        if n < 0 || n as usize > a.ty.shape.len() || n as usize > b.ty.shape.len() {
+                            return Err(Diagnostic::new(
+                                "ferrax::shape::axis",
+                                span,
+                                format!("tensordot axes={n} is larger than an operand's rank"),
+                            ));
+                        }
+                        (
+                            (a.ty.shape.len() as i64 - n..a.ty.shape.len() as i64).collect(),
+                            (0..n).collect(),
+                        )
+                    }
+                    Value::Tuple(pair) | Value::List(pair) if pair.len() == 2 => {
+                        let lhs: Vec<i64> = int_list(&pair[0], span)?
+                            .into_iter()
+                            .map(|x| axis_index(x, a.ty.shape.len(), span))
+                            .collect::<DResult<_>>()?;
+                        let rhs: Vec<i64> = int_list(&pair[1], span)?
+                            .into_iter()
+                            .map(|x| axis_index(x, b.ty.shape.len(), span))
+                            .collect::<DResult<_>>()?;
+                        (lhs, rhs)
+                    }
+                    other => {
+                        return Err(Diagnostic::new(
+                            "ferrax::tensordot",
+                            span,
+                            format!(
+                                "tensordot axes must be an int or a pair of axis lists, found {}",
+                                other.describe()
+                            ),
+                        ));
+                    }
+                };
+            if lhs.len() != rhs.len() {
+                return Err(Diagnostic::new(
+                    "ferrax::tensordot",
+                    span,
+                    "tensordot needs as many axes on each side",
+                ));
+            }
+            let dims = fx::DotDimensions {
+                lhs_contracting: lhs,
+                rhs_contracting: rhs,
+                ..Default::default()
+            };
+            contract(interp, &a, &b, dims, "tensordot", span).map(Value::Array)
+        }
+        "einsum" => {
+            let Some(Value::Str(subscripts)) = args.positional.first().cloned() else {
+                return Err(Diagnostic::new(
+                    "ferrax::einsum",
+                    span,
+                    "einsum takes a subscript string first",
+                ));
+            };
+            let operands: Vec<Traced> = args.positional[1..]
+                .iter()
+                .map(|v| interp.emit.to_array(span, v))
+                .collect::<DResult<_>>()?;
+            einsum(interp, &subscripts, &operands, span).map(Value::Array)
+        }
+        "transpose" => {
+            let a = args.array(interp, 0, "a")?;
+            let rank = a.ty.shape.len();
+            let permutation: Vec<i64> = match args.get(1, "axes") {
+                None => (0..rank as i64).rev().collect(),
+                Some(axes) => int_list(&axes, span)?
+                    .into_iter()
+                    .map(|x| axis_index(x, rank, span))
+                    .collect::<DResult<_>>()?,
+            };
+            let mut sorted = permutation.clone();
+            sorted.sort_unstable();
+            if sorted != (0..rank as i64).collect::<Vec<_>>() {
+                return Err(Diagnostic::new(
+                    "ferrax::shape::axis",
+                    span,
+                    format!("axes {permutation:?} are not a permutation of the {rank} dimensions"),
+                ));
+            }
+            Ok(Value::Array(interp.emit.transpose(span, &a, &permutation)))
+        }
+        "swapaxes" => {
+            let a = args.array(interp, 0, "a")?;
+            let rank = a.ty.shape.len();
+            let i = axis_index(static_int(&args.required(1, "axis1")?, span)?, rank, span)?;
+            let j = axis_index(static_int(&args.required(2, "axis2")?, span)?, rank, span)?;
+            let mut permutation: Vec<i64> = (0..rank as i64).collect();
+            permutation.swap(i as usize, j as usize);
+            Ok(Value::Array(interp.emit.transpose(span, &a, &permutation)))
         }
         "reshape" => {
             let x = args.array(interp, 0, "a")?;
@@ -979,7 +1123,17 @@ pub fn call_method(
             };
             reshape(interp, x, &shape, span).map(Value::Array)
         }
-        (Value::Array(_), "sum" | "mean" | "max" | "min" | "ravel") => {
+        (Value::Array(x), "transpose") if args.len() > 1 => {
+            let axes = Value::Tuple(Rc::new(args));
+            call(
+                interp,
+                "jax.numpy.transpose",
+                vec![Value::Array(x.clone()), axes],
+                kwargs,
+                span,
+            )
+        }
+        (Value::Array(_), "sum" | "mean" | "max" | "min" | "ravel" | "transpose" | "dot") => {
             let mut all = vec![receiver.clone()];
             all.extend(args);
             let qualified = function(&format!("jax.numpy.{name}")).unwrap_or("jax.numpy.sum");
@@ -1421,57 +1575,296 @@ fn reduction(
     Ok(result)
 }
 
-/// `jnp.dot` / `jnp.matmul` for ranks up to 2, as a broadcast product and a sum.
-fn dot(interp: &mut Interp, a: &Traced, b: &Traced, span: Span) -> DResult<Traced> {
+/// Promotes two arrays to a common dtype (no broadcasting).
+fn promote_pair(interp: &mut Interp, a: &Traced, b: &Traced, span: Span) -> (Traced, Traced) {
     let (dtype, weak) = super::value::promote((a.ty.dtype, a.ty.weak), (b.ty.dtype, b.ty.weak));
     let mut a = interp.emit.convert(span, a, dtype);
     let mut b = interp.emit.convert(span, b, dtype);
     a.ty.weak = weak;
     b.ty.weak = weak;
-    let (sa, sb) = (a.ty.shape.clone(), b.ty.shape.clone());
-    if sa.is_empty() || sb.is_empty() {
-        let (a, b) = interp.emit.unify(span, &a, &b)?;
+    (a, b)
+}
+
+fn contraction_error(
+    span: Span,
+    a: &[i64],
+    b: &[i64],
+    what: &str,
+    dims: Option<(i64, i64)>,
+) -> Diagnostic {
+    let detail = match dims {
+        Some((x, y)) => format!(
+            "dimension {x} of the first ({}) != dimension {y} of the second ({})",
+            a[x as usize], b[y as usize]
+        ),
+        None => String::from("the batch dimensions do not broadcast"),
+    };
+    Diagnostic::new(
+        "ferrax::shape::dot",
+        span,
+        format!(
+            "shapes {} and {} are not aligned for {what}: {detail}",
+            shape_repr(a),
+            shape_repr(b)
+        ),
+    )
+    .label(format!("{} · {}", shape_repr(a), shape_repr(b)))
+    .help("the contracted dimensions must be equal; transpose one operand if needed")
+}
+
+/// `fx.dot_general` after checking that contracted and batch sizes agree.
+fn contract(
+    interp: &mut Interp,
+    a: &Traced,
+    b: &Traced,
+    dims: fx::DotDimensions,
+    what: &str,
+    span: Span,
+) -> DResult<Traced> {
+    let (a, b) = promote_pair(interp, a, b, span);
+    for (x, y) in dims
+        .lhs_contracting
+        .iter()
+        .zip(&dims.rhs_contracting)
+        .chain(dims.lhs_batch.iter().zip(&dims.rhs_batch))
+    {
+        if a.ty.shape[*x as usize] != b.ty.shape[*y as usize] {
+            return Err(contraction_error(
+                span,
+                &a.ty.shape,
+                &b.ty.shape,
+                what,
+                Some((*x, *y)),
+            ));
+        }
+    }
+    if a.ty.dtype == DType::Bool {
+        let a = interp.emit.convert(span, &a, DType::I32);
+        let b = interp.emit.convert(span, &b, DType::I32);
+        return Ok(interp.emit.dot_general(span, &a, &b, &dims));
+    }
+    Ok(interp.emit.dot_general(span, &a, &b, &dims))
+}
+
+/// `jnp.dot`: the last axis of `a` with the only or second-to-last axis of `b`.
+fn dot(interp: &mut Interp, a: &Traced, b: &Traced, span: Span) -> DResult<Traced> {
+    if a.ty.shape.is_empty() || b.ty.shape.is_empty() {
+        let (a, b) = interp.emit.unify(span, a, b)?;
         return Ok(interp.emit.binary(span, Binary::Mul, &a, &b));
     }
-    if sa.len() > 2 || sb.len() > 2 {
-        return Err(Diagnostic::not_supported(
+    let lhs = a.ty.shape.len() as i64 - 1;
+    let rhs = if b.ty.shape.len() == 1 {
+        0
+    } else {
+        b.ty.shape.len() as i64 - 2
+    };
+    let dims = fx::DotDimensions {
+        lhs_contracting: vec![lhs],
+        rhs_contracting: vec![rhs],
+        ..Default::default()
+    };
+    contract(interp, a, b, dims, "dot", span)
+}
+
+/// `jnp.matmul` / `@`: batched over leading dimensions (broadcast), vectors promoted.
+fn matmul(interp: &mut Interp, a: &Traced, b: &Traced, span: Span) -> DResult<Traced> {
+    if a.ty.shape.is_empty() || b.ty.shape.is_empty() {
+        return Err(Diagnostic::new(
+            "ferrax::shape::matmul",
             span,
-            "`dot` of arrays with more than 2 dimensions",
+            "matmul operands must not be scalars",
+        )
+        .help("use `*` to multiply by a scalar"));
+    }
+    let a_vector = a.ty.shape.len() == 1;
+    let b_vector = b.ty.shape.len() == 1;
+    let a = if a_vector {
+        interp.emit.reshape(span, a, &[1, a.ty.shape[0]])
+    } else {
+        a.clone()
+    };
+    let b = if b_vector {
+        interp.emit.reshape(span, b, &[b.ty.shape[0], 1])
+    } else {
+        b.clone()
+    };
+    let (ra, rb) = (a.ty.shape.len(), b.ty.shape.len());
+    let batch = super::emit::broadcast_shapes(&a.ty.shape[..ra - 2], &b.ty.shape[..rb - 2])
+        .ok_or_else(|| contraction_error(span, &a.ty.shape, &b.ty.shape, "matmul", None))?;
+    let with_batch = |t: &Traced| -> Vec<i64> {
+        let mut shape = batch.clone();
+        shape.extend_from_slice(&t.ty.shape[t.ty.shape.len() - 2..]);
+        shape
+    };
+    let a = interp.emit.broadcast_to(span, &a, &with_batch(&a))?;
+    let b = interp.emit.broadcast_to(span, &b, &with_batch(&b))?;
+    let nb = batch.len() as i64;
+    let dims = fx::DotDimensions {
+        lhs_batch: (0..nb).collect(),
+        rhs_batch: (0..nb).collect(),
+        lhs_contracting: vec![nb + 1],
+        rhs_contracting: vec![nb],
+    };
+    let result = contract(interp, &a, &b, dims, "matmul", span)?;
+    let mut shape = result.ty.shape.clone();
+    if b_vector {
+        shape.pop();
+    }
+    if a_vector {
+        shape.remove(shape.len() - if b_vector { 1 } else { 2 });
+    }
+    Ok(interp.emit.reshape(span, &result, &shape))
+}
+
+/// `jnp.einsum` with one or two operands and explicit or implicit output.
+fn einsum(
+    interp: &mut Interp,
+    subscripts: &str,
+    operands: &[Traced],
+    span: Span,
+) -> DResult<Traced> {
+    let bad = |message: &str| {
+        Diagnostic::new("ferrax::einsum", span, format!("einsum: {message}")).label("here")
+    };
+    let spec: String = subscripts.chars().filter(|c| !c.is_whitespace()).collect();
+    let (inputs, output) = match spec.split_once("->") {
+        Some((inputs, output)) => (inputs.to_string(), Some(output.to_string())),
+        None => (spec.clone(), None),
+    };
+    let inputs: Vec<Vec<char>> = inputs.split(',').map(|s| s.chars().collect()).collect();
+    if inputs.len() != operands.len() || operands.is_empty() || operands.len() > 2 {
+        return Err(bad(
+            "one or two operands, one subscript string each, are supported",
         ));
     }
-    let ka = sa[sa.len() - 1];
-    let kb = sb[0];
-    if ka != kb {
-        return Err(Diagnostic::new(
-            "ferrax::shape::dot",
+    if spec.contains('.') {
+        return Err(Diagnostic::not_supported(
             span,
-            format!(
-                "shapes {} and {} are not aligned for dot: {} (last dimension of the first) != {} (first dimension of the second)",
-                shape_repr(&sa),
-                shape_repr(&sb),
-                ka,
-                kb
-            ),
-        )
-        .label(format!("{} · {}", shape_repr(&sa), shape_repr(&sb)))
-        .help("the contracted dimensions must be equal; transpose one operand if needed"));
+            "`...` in einsum subscripts",
+        ));
     }
-    let (shape, a_dims, b_dims, axis): (Vec<i64>, Vec<i64>, Vec<i64>, i64) =
-        match (sa.len(), sb.len()) {
-            (1, 1) => (vec![ka], vec![0], vec![0], 0),
-            (2, 1) => (vec![sa[0], ka], vec![0, 1], vec![1], 1),
-            (1, 2) => (vec![ka, sb[1]], vec![0], vec![0, 1], 0),
-            _ => (vec![sa[0], ka, sb[1]], vec![0, 1], vec![1, 2], 1),
-        };
-    let a = interp.emit.broadcast_in_dim(span, &a, &a_dims, &shape);
-    let b = interp.emit.broadcast_in_dim(span, &b, &b_dims, &shape);
-    let product = interp.emit.binary(span, Binary::Mul, &a, &b);
-    let product = if dtype == DType::Bool {
-        interp.emit.convert(span, &product, DType::I32)
-    } else {
-        product
+    for (letters, operand) in inputs.iter().zip(operands) {
+        if letters.len() != operand.ty.shape.len() {
+            return Err(bad(&format!(
+                "subscripts '{}' do not match an operand of rank {}",
+                letters.iter().collect::<String>(),
+                operand.ty.shape.len()
+            )));
+        }
+        let mut seen = letters.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != letters.len() {
+            return Err(Diagnostic::not_supported(
+                span,
+                "a repeated index within one einsum operand",
+            ));
+        }
+    }
+    let count = |c: char| {
+        inputs
+            .iter()
+            .map(|l| l.iter().filter(|x| **x == c).count())
+            .sum::<usize>()
     };
-    Ok(interp.emit.reduce(span, ReduceKind::Sum, &product, &[axis]))
+    let output: Vec<char> = match output {
+        Some(output) => output.chars().collect(),
+        None => {
+            let mut letters: Vec<char> = inputs
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|c| count(*c) == 1)
+                .collect();
+            letters.sort_unstable();
+            letters
+        }
+    };
+    // Sum out letters that appear in one operand only and not in the output.
+    let mut reduced = vec![];
+    let mut letters = vec![];
+    for (operand, subscript) in operands.iter().zip(&inputs) {
+        let axes: Vec<i64> = subscript
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| count(**c) == 1 && !output.contains(c))
+            .map(|(i, _)| i as i64)
+            .collect();
+        reduced.push(interp.emit.reduce(span, ReduceKind::Sum, operand, &axes));
+        letters.push(
+            subscript
+                .iter()
+                .copied()
+                .filter(|c| count(*c) != 1 || output.contains(c))
+                .collect::<Vec<char>>(),
+        );
+    }
+    let (result, result_letters) = if operands.len() == 1 {
+        (reduced[0].clone(), letters[0].clone())
+    } else {
+        let (a, b) = (&letters[0], &letters[1]);
+        let batch: Vec<char> = a
+            .iter()
+            .copied()
+            .filter(|c| b.contains(c) && output.contains(c))
+            .collect();
+        let contracted: Vec<char> = a
+            .iter()
+            .copied()
+            .filter(|c| b.contains(c) && !output.contains(c))
+            .collect();
+        let position = |letters: &[char], c: char| {
+            letters
+                .iter()
+                .position(|x| *x == c)
+                .map(|p| p as i64)
+                .unwrap_or(0)
+        };
+        let dims = fx::DotDimensions {
+            lhs_batch: batch.iter().map(|c| position(a, *c)).collect(),
+            rhs_batch: batch.iter().map(|c| position(b, *c)).collect(),
+            lhs_contracting: contracted.iter().map(|c| position(a, *c)).collect(),
+            rhs_contracting: contracted.iter().map(|c| position(b, *c)).collect(),
+        };
+        let mut result_letters = batch.clone();
+        result_letters.extend(
+            a.iter()
+                .copied()
+                .filter(|c| !batch.contains(c) && !contracted.contains(c)),
+        );
+        result_letters.extend(
+            b.iter()
+                .copied()
+                .filter(|c| !batch.contains(c) && !contracted.contains(c)),
+        );
+        (
+            contract(interp, &reduced[0], &reduced[1], dims, "einsum", span)?,
+            result_letters,
+        )
+    };
+    if output.len() != result_letters.len() || output.iter().any(|c| !result_letters.contains(c)) {
+        return Err(bad(
+            "the output subscripts must name indices of the operands",
+        ));
+    }
+    let permutation: Vec<i64> = output
+        .iter()
+        .map(|c| result_letters.iter().position(|x| x == c).unwrap_or(0) as i64)
+        .collect();
+    Ok(interp.emit.transpose(span, &result, &permutation))
+}
+
+fn axis_index(axis: i64, rank: usize, span: Span) -> DResult<i64> {
+    let rank = rank as i64;
+    if axis < -rank || axis >= rank {
+        return Err(Diagnostic::new(
+            "ferrax::shape::axis",
+            span,
+            format!("axis {axis} is out of bounds for an array of dimension {rank}"),
+        )
+        .label("here"));
+    }
+    Ok(if axis < 0 { axis + rank } else { axis })
 }
 
 fn reshape(interp: &mut Interp, x: &Traced, shape: &Value, span: Span) -> DResult<Traced> {

@@ -586,6 +586,70 @@ impl<'c, 'a> Emitter<'c, 'a> {
         self.push(operation, a.ty)
     }
 
+    /// `fx.dot_general`: the result is batch dimensions, then lhs free, then rhs free ones
+    /// (both operands of one dtype; the caller checks the sizes).
+    pub fn dot_general(
+        &mut self,
+        span: Span,
+        a: &Traced,
+        b: &Traced,
+        dims: &fx::DotDimensions,
+    ) -> Traced {
+        let free = |shape: &[i64], batch: &[i64], contracting: &[i64]| -> Vec<i64> {
+            (0..shape.len() as i64)
+                .filter(|d| !batch.contains(d) && !contracting.contains(d))
+                .map(|d| shape[d as usize])
+                .collect()
+        };
+        let mut shape: Vec<i64> = dims
+            .lhs_batch
+            .iter()
+            .map(|d| a.ty.shape[*d as usize])
+            .collect();
+        shape.extend(free(&a.ty.shape, &dims.lhs_batch, &dims.lhs_contracting));
+        shape.extend(free(&b.ty.shape, &dims.rhs_batch, &dims.rhs_contracting));
+        let ty = ArrayType {
+            dtype: a.ty.dtype,
+            shape,
+            weak: a.ty.weak && b.ty.weak,
+        };
+        let location = self.location(span);
+        let operation = fx::dot_general(
+            self.context,
+            location,
+            self.value(a),
+            self.value(b),
+            dims,
+            self.tensor_type(&ty),
+        );
+        self.push(operation, ty)
+    }
+
+    /// `fx.transpose`: result dimension `i` is operand dimension `permutation[i]`.
+    pub fn transpose(&mut self, span: Span, a: &Traced, permutation: &[i64]) -> Traced {
+        if permutation.iter().enumerate().all(|(i, p)| *p == i as i64) {
+            return a.clone();
+        }
+        let shape = permutation
+            .iter()
+            .map(|p| a.ty.shape[*p as usize])
+            .collect();
+        let ty = ArrayType {
+            dtype: a.ty.dtype,
+            shape,
+            weak: a.ty.weak,
+        };
+        let location = self.location(span);
+        let operation = fx::transpose(
+            self.context,
+            location,
+            self.value(a),
+            permutation,
+            self.tensor_type(&ty),
+        );
+        self.push(operation, ty)
+    }
+
     pub fn stop_gradient(&mut self, span: Span, a: &Traced) -> Traced {
         let location = self.location(span);
         let operation = fx::stop_gradient(location, self.value(a));
