@@ -22,8 +22,11 @@ pub struct Lifted {
     pub name: String,
     /// The caller's values passed as the function's parameters.
     pub operands: Vec<Traced>,
-    /// For each positional argument, its parameter index when it is an array.
-    pub param_of: Vec<Option<usize>>,
+    /// For each positional argument, the parameter indices of its array leaves (a tuple or
+    /// list argument is a pytree of several).
+    pub param_of: Vec<Vec<usize>>,
+    /// The positional arguments with numbers made arrays where asked (their structure).
+    pub args: Vec<Value>,
     pub output: Output,
     pub leaves: Vec<ArrayType>,
 }
@@ -44,21 +47,13 @@ fn lift(
     span: Span,
 ) -> DResult<Lifted> {
     let mut operands = vec![];
-    let mut param_of = vec![];
+    let mut param_of: Vec<Vec<usize>> = vec![];
     let mut converted = vec![];
     for (i, arg) in args.iter().enumerate() {
-        let value = if number(arg).is_some() && as_array(i) {
-            Value::Array(interp.emit.to_array(span, arg)?)
-        } else {
-            arg.clone()
-        };
-        match &value {
-            Value::Array(traced) => {
-                param_of.push(Some(operands.len()));
-                operands.push(traced.clone());
-            }
-            _ => param_of.push(None),
-        }
+        let mut leaves = vec![];
+        let value = flatten_arg(interp, arg, as_array(i), &mut leaves, span)?;
+        param_of.push((operands.len()..operands.len() + leaves.len()).collect());
+        operands.extend(leaves);
         converted.push(value);
     }
     let mut keyword_params = vec![];
@@ -75,10 +70,7 @@ fn lift(
     let inner_args: Vec<Value> = converted
         .iter()
         .zip(&param_of)
-        .map(|(value, param)| match param {
-            Some(index) => Value::Array(params[*index].clone()),
-            None => value.clone(),
-        })
+        .map(|(value, leaves)| with_leaves(value, &mut leaves.iter().map(|p| params[*p].clone())))
         .collect();
     let inner_kwargs: Vec<(String, Value)> = kwargs
         .iter()
@@ -115,9 +107,59 @@ fn lift(
         name,
         operands,
         param_of,
+        args: converted,
         output,
         leaves: leaves.into_iter().map(|t| t.ty).collect(),
     })
+}
+
+/// Collects the array leaves of an argument (numbers become arrays when `as_array`); returns
+/// the argument with those conversions.
+fn flatten_arg(
+    interp: &mut Interp,
+    value: &Value,
+    as_array: bool,
+    leaves: &mut Vec<Traced>,
+    span: Span,
+) -> DResult<Value> {
+    Ok(match value {
+        Value::Array(traced) => {
+            leaves.push(traced.clone());
+            value.clone()
+        }
+        _ if as_array && number(value).is_some() => {
+            let traced = interp.emit.to_array(span, value)?;
+            leaves.push(traced.clone());
+            Value::Array(traced)
+        }
+        Value::Tuple(items) => Value::Tuple(Rc::new(
+            items
+                .iter()
+                .map(|v| flatten_arg(interp, v, as_array, leaves, span))
+                .collect::<DResult<_>>()?,
+        )),
+        Value::List(items) => Value::List(Rc::new(
+            items
+                .iter()
+                .map(|v| flatten_arg(interp, v, as_array, leaves, span))
+                .collect::<DResult<_>>()?,
+        )),
+        other => other.clone(),
+    })
+}
+
+/// `value` with its array leaves replaced, in order, by `leaves`.
+fn with_leaves(value: &Value, leaves: &mut dyn Iterator<Item = Traced>) -> Value {
+    match value {
+        Value::Array(_) => leaves.next().map_or(Value::None, Value::Array),
+        Value::Tuple(items) => Value::Tuple(Rc::new(
+            items.iter().map(|v| with_leaves(v, leaves)).collect(),
+        )),
+        Value::List(items) => Value::List(Rc::new(
+            items.iter().map(|v| with_leaves(v, leaves)).collect(),
+        )),
+        other => other.clone(),
+    }
 }
 
 /// The output of a traced function with every number made an array; its structure and leaves.
@@ -215,19 +257,7 @@ fn check_argnums(name: &str, argnums: &[i64], args: &[Value], span: Span) -> DRe
             )
             .label("called here"));
         }
-        let dtype = match &args[*argnum as usize] {
-            Value::Float(_) => DType::F32,
-            Value::Array(t) => t.ty.dtype,
-            Value::Int(_) | Value::Bool(_) => DType::I32,
-            other => {
-                return Err(Diagnostic::not_supported(
-                    span,
-                    format!("differentiating with respect to {}", other.describe()),
-                )
-                .help("differentiate with respect to arrays or numbers"));
-            }
-        };
-        if !dtype.is_float() {
+        if let Some(dtype) = non_float_leaf(&args[*argnum as usize], span)? {
             return Err(Diagnostic::new(
                 "ferrax::autodiff::integer_input",
                 span,
@@ -238,6 +268,31 @@ fn check_argnums(name: &str, argnums: &[i64], args: &[Value], span: Span) -> DRe
         }
     }
     Ok(())
+}
+
+/// The dtype of the first leaf of a differentiated argument that is not a float, if any.
+fn non_float_leaf(value: &Value, span: Span) -> DResult<Option<DType>> {
+    Ok(match value {
+        Value::Float(_) => None,
+        Value::Array(t) if t.ty.dtype.is_float() => None,
+        Value::Array(t) => Some(t.ty.dtype),
+        Value::Int(_) | Value::Bool(_) => Some(DType::I32),
+        Value::Tuple(items) | Value::List(items) => {
+            for item in items.iter() {
+                if let Some(dtype) = non_float_leaf(item, span)? {
+                    return Ok(Some(dtype));
+                }
+            }
+            None
+        }
+        other => {
+            return Err(Diagnostic::not_supported(
+                span,
+                format!("differentiating with respect to {}", other.describe()),
+            )
+            .help("differentiate with respect to arrays, numbers, or tuples and lists of them"));
+        }
+    })
 }
 
 /// Applies `grad`, `value_and_grad`, `jacfwd`, `jacrev` or `hessian` to arguments.
@@ -348,7 +403,7 @@ fn grad(
     }
     let params: Vec<i64> = argnums
         .iter()
-        .map(|a| lifted.param_of[*a as usize].expect("differentiated arguments are arrays") as i64)
+        .flat_map(|a| lifted.param_of[*a as usize].iter().map(|p| *p as i64))
         .collect();
     let mut types = lifted.leaves.clone();
     types.extend(
@@ -373,9 +428,10 @@ fn grad(
         &result_types,
     );
     let results = interp.emit.push_many(operation, types);
-    let grads: Vec<Value> = results[lifted.leaves.len()..]
+    let mut grad_leaves = results[lifted.leaves.len()..].iter().cloned();
+    let grads: Vec<Value> = argnums
         .iter()
-        .map(|t| Value::Array(t.clone()))
+        .map(|a| with_leaves(&lifted.args[*a as usize], &mut grad_leaves))
         .collect();
     let grads = if is_tuple {
         Value::Tuple(Rc::new(grads))
@@ -420,7 +476,13 @@ fn jacobian(
             ));
         }
     };
-    let param = lifted.param_of[argnum].expect("the differentiated argument is an array");
+    let [param] = lifted.param_of[argnum].as_slice() else {
+        return Err(Diagnostic::not_supported(
+            span,
+            format!("`{}` with respect to a tuple or list", transform.name),
+        ));
+    };
+    let param = *param;
     let in_ty = lifted.operands[param].ty.clone();
     let mut shape = out_ty.shape.clone();
     shape.extend(in_ty.shape.iter().copied());
@@ -645,11 +707,12 @@ pub fn call_pullback(
     );
     let results = interp.emit.push_many(operation, types);
     let cts = &results[lifted.leaves.len()..];
+    let mut leaves = cts.iter().cloned();
     Ok(Value::Tuple(Rc::new(
         lifted
-            .param_of
+            .args
             .iter()
-            .map(|p| p.map_or(Value::None, |p| Value::Array(cts[p].clone())))
+            .map(|arg| with_leaves(arg, &mut leaves))
             .collect(),
     )))
 }
