@@ -107,6 +107,7 @@ pub enum RunArg {
 pub struct Session {
     pub sources: SourceMap,
     module: ast::Module,
+    prelude: ast::Module,
     pub options: RunOptions,
 }
 
@@ -119,9 +120,15 @@ impl Session {
         if !errors.is_empty() {
             return Err((sources, Error::User(errors)));
         }
+        let prelude_file = sources.add("<ferrax prelude>", specialise::PRELUDE);
+        let (prelude, errors) = parse_module(prelude_file, specialise::PRELUDE);
+        if !errors.is_empty() {
+            return Err((sources, Error::User(errors)));
+        }
         Ok(Session {
             sources,
             module,
+            prelude,
             options: RunOptions::default(),
         })
     }
@@ -204,6 +211,7 @@ impl Session {
         let mut traced = specialise::trace(
             &context,
             &self.sources,
+            &self.prelude,
             &self.module,
             &entry,
             &sanitise(function),
@@ -230,7 +238,14 @@ impl Session {
         inputs: Vec<Array>,
     ) -> Result<Value, Error> {
         let context = ferrax_dialects::create_context();
-        let mut traced = specialise::trace(&context, &self.sources, &self.module, entry, function)?;
+        let mut traced = specialise::trace(
+            &context,
+            &self.sources,
+            &self.prelude,
+            &self.module,
+            entry,
+            function,
+        )?;
         let mut leaves = vec![];
         collect_leaves(&traced.output, &mut leaves);
         let results = if leaves.is_empty() {

@@ -9,6 +9,9 @@
 mod builtins;
 pub mod emit;
 mod interp;
+
+/// The functions of `jax.nn` and `jax.scipy.special` written in the language itself.
+pub const PRELUDE: &str = include_str!("specialise/prelude.py");
 mod transforms;
 pub mod value;
 
@@ -77,6 +80,7 @@ pub struct Traced<'c> {
 pub fn trace<'c>(
     context: &'c Context,
     sources: &SourceMap,
+    prelude: &ast::Module,
     module: &ast::Module,
     entry: &Entry,
     function: &str,
@@ -99,6 +103,9 @@ pub fn trace<'c>(
     };
     let mut interp = Interp::new(Emitter::new(context, sources));
     let arguments = interp.emit.begin_function(&inputs, location);
+    let prelude_scope = Scope::new(None);
+    interp.exec_module(prelude, &prelude_scope)?;
+    interp.prelude = Some(prelude_scope);
     let scope = Scope::new(None);
     scope.set("__name__", Value::Str("__ferrax__".into()));
     interp.exec_module(module, &scope)?;

@@ -634,13 +634,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
         let k = kind(ty)?;
         let zero = self.attribute(&format!(
             "{} : {element}",
-            if k == Kind::Float {
-                "0.0"
-            } else if k == Kind::Bool {
-                "false"
-            } else {
-                "0"
-            }
+            if k == Kind::Float { "0.0" } else { "0" }
         ))?;
         let zero = self.op("arith.constant", &[], element, &[("value", zero)])?;
         let empty = self.empty(ty)?;
@@ -749,13 +743,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
         let rank = shape(x.r#type())?.len();
         let element = element_type(ty)?;
         let identity = match (reduce_kind, k) {
-            ("sum", _) => String::from(if k == Kind::Float {
-                "0.0"
-            } else if k == Kind::Bool {
-                "false"
-            } else {
-                "0"
-            }),
+            ("sum", _) => String::from(if k == Kind::Float { "0.0" } else { "0" }),
             ("max", Kind::Float) => String::from("0xFF800000"),
             ("min", Kind::Float) => String::from("0x7F800000"),
             ("max", Kind::Int) => format!(
@@ -774,8 +762,8 @@ impl<'c, 'a> Lowering<'c, 'a> {
                     i32::MAX as i64
                 }
             ),
-            ("max", Kind::Bool) => String::from("false"),
-            ("min", Kind::Bool) => String::from("true"),
+            ("max", Kind::Bool) => String::from("0"),
+            ("min", Kind::Bool) => String::from("1"),
             (other, _) => return Err(format!("unknown reduction {other}")),
         };
         let identity = if k == Kind::Float && bit_width(ty)? == 64 && identity.starts_with("0x") {

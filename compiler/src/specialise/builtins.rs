@@ -86,6 +86,28 @@ const FUNCTIONS: &[&str] = &[
     "jax.numpy.matmul",
     "jax.numpy.reshape",
     "jax.numpy.ravel",
+    "jax.numpy.expand_dims",
+    "jax.numpy.squeeze",
+    "jax.numpy.isfinite",
+    "jax.numpy.isnan",
+    "jax.numpy.all",
+    "jax.numpy.any",
+    "jax.numpy.argmax",
+    "jax.numpy.argmin",
+    "jax.numpy.var",
+    "jax.numpy.std",
+    "jax.numpy.ceil",
+    "jax.numpy.exp2",
+    "jax.numpy.log2",
+    "jax.numpy.log10",
+    "jax.numpy.sinh",
+    "jax.numpy.cosh",
+    "jax.numpy.tan",
+    "jax.numpy.cbrt",
+    "jax.numpy.logical_xor",
+    "jax.numpy.arcsinh",
+    "jax.numpy.arccosh",
+    "jax.numpy.arctanh",
     "jax.numpy.logical_not",
     "jax.numpy.logical_and",
     "jax.numpy.logical_or",
@@ -176,6 +198,40 @@ pub fn module_attribute(module_name: &str, name: &str) -> Option<Value> {
     function(&qualified).map(Value::Builtin)
 }
 
+/// Names the prelude defines, by module.
+const PRELUDE_NAMES: &[(&str, &[&str])] = &[
+    (
+        "jax.nn",
+        &[
+            "relu",
+            "sigmoid",
+            "softplus",
+            "silu",
+            "swish",
+            "gelu",
+            "elu",
+            "selu",
+            "leaky_relu",
+            "one_hot",
+            "logsumexp",
+            "softmax",
+            "log_softmax",
+        ],
+    ),
+    ("jax.scipy.special", &["logsumexp"]),
+];
+
+/// `module.name`, including the functions the prelude defines.
+pub fn module_member(interp: &Interp, module_name: &str, name: &str) -> Option<Value> {
+    let in_prelude = PRELUDE_NAMES
+        .iter()
+        .any(|(module, names)| *module == module_name && names.contains(&name));
+    if in_prelude && let Some(prelude) = &interp.prelude {
+        return prelude.lookup(name);
+    }
+    module_attribute(module_name, name)
+}
+
 pub fn python_builtin(name: &str) -> Option<Value> {
     function(&format!("builtins.{name}")).map(Value::Builtin)
 }
@@ -183,7 +239,7 @@ pub fn python_builtin(name: &str) -> Option<Value> {
 /// `value.name`.
 pub fn attribute(interp: &mut Interp, value: &Value, name: &str, span: Span) -> DResult<Value> {
     match value {
-        Value::Module(module_name) => module_attribute(module_name, name).ok_or_else(|| {
+        Value::Module(module_name) => module_member(interp, module_name, name).ok_or_else(|| {
             Diagnostic::new(
                 "ferrax::unsupported",
                 span,
@@ -679,6 +735,111 @@ pub fn call(
             let x = args.array(interp, 0, "a")?;
             let shape = args.required(1, "newshape")?;
             reshape(interp, &x, &shape, span).map(Value::Array)
+        }
+        "expand_dims" => {
+            let x = args.array(interp, 0, "a")?;
+            let axes = int_list(&args.required(1, "axis")?, span)?;
+            let rank = x.ty.shape.len() + axes.len();
+            let mut axes: Vec<i64> = axes
+                .into_iter()
+                .map(|a| axis_index(a, rank, span))
+                .collect::<DResult<_>>()?;
+            axes.sort_unstable();
+            let mut shape = x.ty.shape.clone();
+            for axis in axes {
+                shape.insert(axis as usize, 1);
+            }
+            Ok(Value::Array(interp.emit.reshape(span, &x, &shape)))
+        }
+        "squeeze" => {
+            let x = args.array(interp, 0, "a")?;
+            let rank = x.ty.shape.len();
+            let axes: Vec<i64> = match args.get(1, "axis") {
+                None | Some(Value::None) => (0..rank as i64)
+                    .filter(|d| x.ty.shape[*d as usize] == 1)
+                    .collect(),
+                Some(axis) => int_list(&axis, span)?
+                    .into_iter()
+                    .map(|a| axis_index(a, rank, span))
+                    .collect::<DResult<_>>()?,
+            };
+            if let Some(axis) = axes.iter().find(|a| x.ty.shape[**a as usize] != 1) {
+                return Err(Diagnostic::new(
+                    "ferrax::shape::squeeze",
+                    span,
+                    format!(
+                        "cannot squeeze axis {axis} of size {} (only size 1)",
+                        x.ty.shape[*axis as usize]
+                    ),
+                ));
+            }
+            let shape: Vec<i64> = (0..rank as i64)
+                .filter(|d| !axes.contains(d))
+                .map(|d| x.ty.shape[d as usize])
+                .collect();
+            Ok(Value::Array(interp.emit.reshape(span, &x, &shape)))
+        }
+        "isfinite" | "isnan" => {
+            let x = args.array(interp, 0, "x")?;
+            if !x.ty.dtype.is_float() {
+                let value = if short == "isfinite" { 1.0 } else { 0.0 };
+                return Ok(Value::Array(interp.emit.constant(
+                    span,
+                    &[value],
+                    ArrayType::new(DType::Bool, x.ty.shape.clone()),
+                )));
+            }
+            if short == "isnan" {
+                return Ok(Value::Array(interp.emit.compare(
+                    span,
+                    Predicate::Ne,
+                    &x,
+                    &x,
+                )));
+            }
+            let magnitude = interp.emit.unary(span, Unary::Abs, &x);
+            let infinity = interp.emit.constant(
+                span,
+                &[f64::INFINITY],
+                ArrayType::new(x.ty.dtype, x.ty.shape.clone()),
+            );
+            Ok(Value::Array(interp.emit.compare(
+                span,
+                Predicate::Lt,
+                &magnitude,
+                &infinity,
+            )))
+        }
+        "all" | "any" | "argmax" | "argmin" | "var" | "std" => {
+            let x = args.array(interp, 0, "a")?;
+            let axis = args.get(1, "axis");
+            let keepdims = match args.get(99, "keepdims") {
+                Some(k) => interp.truthy(&k, span)?,
+                None => false,
+            };
+            let ddof = match args.get(99, "ddof") {
+                Some(d) => static_float(&d, span)?,
+                None => 0.0,
+            };
+            extra_reduction(interp, short, &x, axis.as_ref(), keepdims, ddof, span)
+                .map(Value::Array)
+        }
+        "ceil" | "exp2" | "log2" | "log10" | "sinh" | "cosh" | "tan" | "cbrt" | "arcsinh"
+        | "arccosh" | "arctanh" => {
+            let x = args.required(0, "x")?;
+            composite_elementwise(interp, short, x, span)
+        }
+        "logical_xor" => {
+            let a = args.array(interp, 0, "x1")?;
+            let b = args.array(interp, 1, "x2")?;
+            let (a, b) = (to_bool(interp, &a, span), to_bool(interp, &b, span));
+            let (a, b) = interp.emit.unify(span, &a, &b)?;
+            Ok(Value::Array(interp.emit.compare(
+                span,
+                Predicate::Ne,
+                &a,
+                &b,
+            )))
         }
         "ravel" => {
             let x = args.array(interp, 0, "a")?;
@@ -1644,6 +1805,216 @@ fn contract(
         return Ok(interp.emit.dot_general(span, &a, &b, &dims));
     }
     Ok(interp.emit.dot_general(span, &a, &b, &dims))
+}
+
+/// Elementwise functions written with the primitives (as JAX's `jnp` does).
+fn composite_elementwise(interp: &mut Interp, name: &str, x: Value, span: Span) -> DResult<Value> {
+    use std::f64::consts::{LN_2, LN_10};
+    let x = interp.emit.to_array(span, &x)?;
+    let x = if x.ty.dtype.is_float() {
+        x
+    } else {
+        let weak = x.ty.weak;
+        let mut converted = interp.emit.convert(span, &x, DType::F32);
+        converted.ty.weak = weak;
+        converted
+    };
+    let scalar = |interp: &mut Interp, value: f64| {
+        interp.emit.constant(
+            span,
+            &[value],
+            ArrayType {
+                dtype: x.ty.dtype,
+                shape: x.ty.shape.clone(),
+                weak: false,
+            },
+        )
+    };
+    let mul =
+        |interp: &mut Interp, a: &Traced, b: &Traced| interp.emit.binary(span, Binary::Mul, a, b);
+    Ok(Value::Array(match name {
+        "ceil" => {
+            let negated = interp.emit.unary(span, Unary::Neg, &x);
+            let floor = interp.emit.unary(span, Unary::Floor, &negated);
+            interp.emit.unary(span, Unary::Neg, &floor)
+        }
+        "exp2" => {
+            let ln2 = scalar(interp, LN_2);
+            let scaled = mul(interp, &x, &ln2);
+            interp.emit.unary(span, Unary::Exp, &scaled)
+        }
+        "log2" | "log10" => {
+            let log = interp.emit.unary(span, Unary::Log, &x);
+            let divisor = scalar(interp, if name == "log2" { LN_2 } else { LN_10 });
+            interp.emit.binary(span, Binary::Div, &log, &divisor)
+        }
+        "sinh" | "cosh" => {
+            // (expm1(x) ∓ expm1(-x)) / 2 keeps sinh accurate near zero.
+            let negated = interp.emit.unary(span, Unary::Neg, &x);
+            let up = interp.emit.unary(span, Unary::Expm1, &x);
+            let down = interp.emit.unary(span, Unary::Expm1, &negated);
+            let half = scalar(interp, 0.5);
+            if name == "sinh" {
+                let difference = interp.emit.binary(span, Binary::Sub, &up, &down);
+                mul(interp, &difference, &half)
+            } else {
+                let sum = interp.emit.binary(span, Binary::Add, &up, &down);
+                let two = scalar(interp, 2.0);
+                let sum = interp.emit.binary(span, Binary::Add, &sum, &two);
+                mul(interp, &sum, &half)
+            }
+        }
+        "tan" => {
+            let sin = interp.emit.unary(span, Unary::Sin, &x);
+            let cos = interp.emit.unary(span, Unary::Cos, &x);
+            interp.emit.binary(span, Binary::Div, &sin, &cos)
+        }
+        "cbrt" => {
+            let magnitude = interp.emit.unary(span, Unary::Abs, &x);
+            let third = scalar(interp, 1.0 / 3.0);
+            let root = interp.emit.binary(span, Binary::Pow, &magnitude, &third);
+            let sign = interp.emit.unary(span, Unary::Sign, &x);
+            mul(interp, &sign, &root)
+        }
+        "arcsinh" | "arccosh" => {
+            // log(x + sqrt(x² ± 1))
+            let square = interp.emit.integer_pow(span, &x, 2);
+            let one = scalar(interp, 1.0);
+            let inner = if name == "arcsinh" {
+                interp.emit.binary(span, Binary::Add, &square, &one)
+            } else {
+                interp.emit.binary(span, Binary::Sub, &square, &one)
+            };
+            let root = interp.emit.unary(span, Unary::Sqrt, &inner);
+            let sum = interp.emit.binary(span, Binary::Add, &x, &root);
+            interp.emit.unary(span, Unary::Log, &sum)
+        }
+        _ => {
+            // arctanh(x) = log1p(2x / (1 - x)) / 2
+            let one = scalar(interp, 1.0);
+            let two = scalar(interp, 2.0);
+            let half = scalar(interp, 0.5);
+            let numerator = mul(interp, &two, &x);
+            let denominator = interp.emit.binary(span, Binary::Sub, &one, &x);
+            let ratio = interp
+                .emit
+                .binary(span, Binary::Div, &numerator, &denominator);
+            let log = interp.emit.unary(span, Unary::Log1p, &ratio);
+            mul(interp, &log, &half)
+        }
+    }))
+}
+
+/// `all`, `any`, `argmax`, `argmin`, `var`, `std` along `axis`.
+fn extra_reduction(
+    interp: &mut Interp,
+    kind: &str,
+    x: &Traced,
+    axis: Option<&Value>,
+    keepdims: bool,
+    ddof: f64,
+    span: Span,
+) -> DResult<Traced> {
+    match kind {
+        "all" | "any" => {
+            let b = to_bool(interp, x, span);
+            let reduced = reduction(
+                interp,
+                if kind == "all" { "min" } else { "max" },
+                &b,
+                axis,
+                keepdims,
+                span,
+            );
+            match reduced {
+                Err(_) if b.ty.size() == 0 => {
+                    let value = if kind == "all" { 1.0 } else { 0.0 };
+                    Ok(interp
+                        .emit
+                        .constant(span, &[value], ArrayType::new(DType::Bool, vec![])))
+                }
+                other => other,
+            }
+        }
+        "var" | "std" => {
+            let x = if x.ty.dtype.is_float() {
+                x.clone()
+            } else {
+                interp.emit.convert(span, x, DType::F32)
+            };
+            let mean = reduction(interp, "mean", &x, axis, true, span)?;
+            let mean = interp.emit.broadcast_to(span, &mean, &x.ty.shape)?;
+            let centred = interp.emit.binary(span, Binary::Sub, &x, &mean);
+            let squared = interp.emit.integer_pow(span, &centred, 2);
+            let total = reduction(interp, "sum", &squared, axis, keepdims, span)?;
+            let count = (x.ty.size() / total.ty.size().max(1)) as f64;
+            let divisor = interp.emit.constant(
+                span,
+                &[(count - ddof).max(0.0)],
+                ArrayType::new(total.ty.dtype, total.ty.shape.clone()),
+            );
+            let variance = interp.emit.binary(span, Binary::Div, &total, &divisor);
+            Ok(if kind == "std" {
+                interp.emit.unary(span, Unary::Sqrt, &variance)
+            } else {
+                variance
+            })
+        }
+        _ => {
+            // The first index of the extreme value: min over where(x == extreme, index, size).
+            let (x, axis) = match axis {
+                None | Some(Value::None) => {
+                    let n = x.ty.size();
+                    (interp.emit.reshape(span, x, &[n]), 0)
+                }
+                Some(value) => (
+                    x.clone(),
+                    axis_index(static_int(value, span)?, x.ty.shape.len(), span)?,
+                ),
+            };
+            let size = *x.ty.shape.get(axis as usize).unwrap_or(&0);
+            if size == 0 {
+                return Err(Diagnostic::new(
+                    "ferrax::shape::empty",
+                    span,
+                    format!("attempt to get {kind} of an empty sequence"),
+                ));
+            }
+            let axis_value = Value::Int(axis);
+            let extreme = reduction(
+                interp,
+                if kind == "argmax" { "max" } else { "min" },
+                &x,
+                Some(&axis_value),
+                true,
+                span,
+            )?;
+            let extreme = interp.emit.broadcast_to(span, &extreme, &x.ty.shape)?;
+            let hit = interp.emit.compare(span, Predicate::Eq, &x, &extreme);
+            let indices: Vec<f64> = (0..size).map(|i| i as f64).collect();
+            let index =
+                interp
+                    .emit
+                    .constant(span, &indices, ArrayType::new(DType::I32, vec![size]));
+            let index = interp
+                .emit
+                .broadcast_in_dim(span, &index, &[axis], &x.ty.shape);
+            let miss = interp.emit.constant(
+                span,
+                &[size as f64],
+                ArrayType::new(DType::I32, x.ty.shape.clone()),
+            );
+            let candidates = interp.emit.select(span, &hit, &index, &miss);
+            reduction(
+                interp,
+                "min",
+                &candidates,
+                Some(&axis_value),
+                keepdims,
+                span,
+            )
+        }
+    }
 }
 
 /// `jnp.dot`: the last axis of `a` with the only or second-to-last axis of `b`.

@@ -27,6 +27,8 @@ pub struct Interp<'c, 'a> {
     /// Custom-rule functions whose rules are being traced: inside its own rule, a custom
     /// function is its primal.
     pub custom_rules: Vec<*const std::cell::RefCell<super::value::CustomRule>>,
+    /// The prelude's names (`jax.nn` and `jax.scipy.special` functions written in the language).
+    pub prelude: Option<Rc<Scope>>,
 }
 
 impl<'c, 'a> Interp<'c, 'a> {
@@ -36,6 +38,7 @@ impl<'c, 'a> Interp<'c, 'a> {
             calls: vec![],
             functions: 0,
             custom_rules: vec![],
+            prelude: None,
         }
     }
 
@@ -92,7 +95,7 @@ impl<'c, 'a> Interp<'c, 'a> {
                     builtins::module(&full).ok_or_else(|| unknown_module(span, &full))?;
                 for (name, alias) in names {
                     let value =
-                        builtins::module_attribute(resolved, &name.text).ok_or_else(|| {
+                        builtins::module_member(self, resolved, &name.text).ok_or_else(|| {
                             Diagnostic::new(
                                 "ferrax::name::import",
                                 name.span,
