@@ -9,3 +9,4 @@ cargo clippy --workspace --all-targets -- -D warnings
 INSTA_UPDATE=no cargo test --workspace
 cargo build --release --bin ferrax
 python3 tests/conformance/check.py --ferrax target/release/ferrax
+python3 tests/conformance/check.py --ferrax target/release/ferrax examples/mlp.py

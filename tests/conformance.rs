@@ -99,7 +99,9 @@ fn compare(got: &Json, want: &Json, rtol: f64) -> Option<String> {
 #[test]
 fn cases_match_jax() {
     let (mut passed, mut failures, mut pending) = (0, vec![], vec![]);
-    for case in sorted_files("cases", ".py") {
+    let mut cases = sorted_files("cases", ".py");
+    cases.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mlp.py"));
+    for case in cases {
         let text = std::fs::read_to_string(&case).expect("readable case");
         let expect_path = case.with_extension("expect.json");
         let expectations: Vec<Json> = serde_json::from_str(

@@ -4,7 +4,13 @@
 //! one per result (destination-passing style), through its `_mlir_ciface_` wrapper.
 
 use ferrax_runtime::Array;
-use melior::{ExecutionEngine, ir::Module};
+use melior::{
+    ExecutionEngine,
+    ir::{
+        Module,
+        operation::{OperationLike, WalkOrder, WalkResult},
+    },
+};
 
 /// JIT-compiles `module` and calls `function` on `inputs`, writing into fresh arrays shaped
 /// like `outputs`.
@@ -14,7 +20,7 @@ pub fn run_jit(
     inputs: &[Array],
     outputs: Vec<Array>,
 ) -> Result<Vec<Array>, String> {
-    let engine = ExecutionEngine::new(module, 2, &[], false, false);
+    let engine = ExecutionEngine::new(module, optimization_level(module), &[], false, false);
     // Safety: `memref_copy` has the C signature MLIR's lowering of `memref.copy` calls.
     unsafe { engine.register_symbol("memrefCopy", memref_copy as *mut ()) };
     let mut outputs = outputs;
@@ -35,6 +41,20 @@ pub fn run_jit(
     unsafe { engine.invoke_packed(function, &mut arguments) }
         .map_err(|e| format!("calling `{function}` failed: {e}"))?;
     Ok(outputs)
+}
+
+/// Modules above this many LLVM-dialect ops are compiled without LLVM's optimisations: LLVM's
+/// optimising code generation takes tens of seconds on one huge function (an unrolled training
+/// loop), where its fast path takes a few.
+const LARGE_MODULE_OPS: usize = 20_000;
+
+fn optimization_level(module: &Module) -> usize {
+    let mut count = 0;
+    module.as_operation().walk(WalkOrder::PreOrder, |_| {
+        count += 1;
+        WalkResult::Advance
+    });
+    if count > LARGE_MODULE_OPS { 0 } else { 2 }
 }
 
 /// `{allocated, aligned, offset, sizes[rank], strides[rank]}` of a row-major buffer.
