@@ -219,4 +219,11 @@ irdl.dialect @fx {
     irdl.attributes { "permutation" = %permutation }
     irdl.results(res: %r)
   }
+  irdl.operation @reverse {
+    %t = irdl.base "!builtin.tensor"
+    %dimensions = irdl.base "#builtin.dense_array"
+    irdl.operands(operand: %t)
+    irdl.attributes { "dimensions" = %dimensions }
+    irdl.results(res: %t)
+  }
 }

@@ -5,12 +5,74 @@
 
 use ferrax_runtime::Array;
 use melior::{
-    ExecutionEngine,
+    StringRef,
     ir::{
         Module,
         operation::{OperationLike, WalkOrder, WalkResult},
     },
 };
+use mlir_sys::MlirExecutionEngine;
+
+/// An MLIR execution engine (through the C API, so a module LLVM cannot translate is an error
+/// rather than a null engine).
+struct Engine(MlirExecutionEngine);
+
+impl Engine {
+    fn new(module: &Module) -> Result<Self, String> {
+        // Safety: the module is alive; a null result is checked.
+        let raw = unsafe {
+            mlir_sys::mlirExecutionEngineCreate(
+                module.to_raw(),
+                optimization_level(module) as i32,
+                0,
+                std::ptr::null(),
+                false,
+                false,
+            )
+        };
+        if raw.ptr.is_null() {
+            return Err(String::from(
+                "LLVM could not translate or compile the module",
+            ));
+        }
+        let engine = Engine(raw);
+        // Safety: `memref_copy` has the C signature MLIR's lowering of `memref.copy` calls.
+        unsafe {
+            mlir_sys::mlirExecutionEngineRegisterSymbol(
+                engine.0,
+                StringRef::new("memrefCopy").to_raw(),
+                memref_copy as *mut std::ffi::c_void,
+            );
+        }
+        Ok(engine)
+    }
+
+    /// Calls `function`'s C-interface wrapper with packed arguments.
+    ///
+    /// # Safety
+    /// Each argument must point at a value of the type the function expects.
+    unsafe fn invoke(&self, function: &str, arguments: &mut [*mut ()]) -> Result<(), String> {
+        let result = unsafe {
+            mlir_sys::mlirExecutionEngineInvokePacked(
+                self.0,
+                StringRef::new(function).to_raw(),
+                arguments.as_mut_ptr() as *mut *mut std::ffi::c_void,
+            )
+        };
+        if result.value == 0 {
+            Err(format!("calling `{function}` failed"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Safety: the engine was created by `Engine::new` and is destroyed once.
+        unsafe { mlir_sys::mlirExecutionEngineDestroy(self.0) }
+    }
+}
 
 /// JIT-compiles `module` and calls `function` on `inputs`, writing into fresh arrays shaped
 /// like `outputs`.
@@ -20,9 +82,7 @@ pub fn run_jit(
     inputs: &[Array],
     outputs: Vec<Array>,
 ) -> Result<Vec<Array>, String> {
-    let engine = ExecutionEngine::new(module, optimization_level(module), &[], false, false);
-    // Safety: `memref_copy` has the C signature MLIR's lowering of `memref.copy` calls.
-    unsafe { engine.register_symbol("memrefCopy", memref_copy as *mut ()) };
+    let engine = Engine::new(module)?;
     let mut outputs = outputs;
     let mut descriptors: Vec<Vec<i64>> = vec![];
     for input in inputs {
@@ -38,8 +98,7 @@ pub fn run_jit(
         .collect();
     // The C API calls the `_mlir_ciface_` wrapper of `function`.
     // Safety: each argument points at a descriptor of a live buffer of the entry's shape.
-    unsafe { engine.invoke_packed(function, &mut arguments) }
-        .map_err(|e| format!("calling `{function}` failed: {e}"))?;
+    unsafe { engine.invoke(function, &mut arguments) }?;
     Ok(outputs)
 }
 

@@ -364,3 +364,20 @@ pub fn transpose<'c>(
         &[("permutation", permutation)],
     )
 }
+
+/// Creates an `fx.reverse` operation: the operand with the order of `dimensions` reversed.
+pub fn reverse<'c>(
+    context: &'c Context,
+    location: Location<'c>,
+    operand: Value<'c, '_>,
+    dimensions: &[i64],
+) -> Operation<'c> {
+    let dimensions = DenseI64ArrayAttribute::new(context, dimensions).into();
+    build(
+        "fx.reverse",
+        location,
+        &[operand],
+        operand.r#type(),
+        &[("dimensions", dimensions)],
+    )
+}

@@ -871,6 +871,15 @@ impl<'c> Builder<'c, '_> {
         )
     }
 
+    fn reverse(&self, a: V, dimensions: &[i64]) -> AdResult<V> {
+        self.op(
+            "fx.reverse",
+            &[a],
+            self.ty(a),
+            &[("dimensions", self.array(dimensions))],
+        )
+    }
+
     fn transpose(&self, a: V, permutation: &[i64]) -> AdResult<V> {
         if permutation.iter().enumerate().all(|(i, p)| *p == i as i64) {
             return Ok(a);
@@ -1164,6 +1173,9 @@ fn jvp_rule(b: &Builder, operation: MlirOperation, tangents: &[Option<V>]) -> Ad
         "fx.transpose" => t(0)
             .map(|x| b.transpose(x, &i64s_attribute(operation, "permutation")?))
             .transpose()?,
+        "fx.reverse" => t(0)
+            .map(|x| b.reverse(x, &i64s_attribute(operation, "dimensions")?))
+            .transpose()?,
         "fx.dot_general" => {
             let dims = dot_dims(operation)?;
             let left = t(0).map(|x| b.dot_general(x, args[1], &dims)).transpose()?;
@@ -1382,6 +1394,9 @@ fn transpose_rule(b: &Builder, operation: MlirOperation, ct: V) -> AdResult<Vec<
             let inner = b.reduce_sum(operand_ct, &all)?;
             vec![Some(operand_ct), Some(b.sub(total, inner)?)]
         }
+        "fx.reverse" => vec![Some(
+            b.reverse(ct, &i64s_attribute(operation, "dimensions")?)?,
+        )],
         "fx.transpose" => {
             let permutation = i64s_attribute(operation, "permutation")?;
             let mut inverse = vec![0i64; permutation.len()];

@@ -334,6 +334,40 @@ impl<'c, 'a> Lowering<'c, 'a> {
                 })
             }
             "dot_general" => self.dot_general(operation, operand(0)?, operand(1)?, result_type),
+            "reverse" => {
+                let dimensions = i64_array(
+                    operation
+                        .attribute("dimensions")
+                        .map_err(|e| e.to_string())?,
+                )?;
+                let sizes = shape(result_type)?;
+                let rank = sizes.len();
+                let all: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
+                let input: Vec<String> = (0..rank)
+                    .map(|d| {
+                        if dimensions.contains(&(d as i64)) {
+                            format!("{} - d{d}", sizes[d] - 1)
+                        } else {
+                            format!("d{d}")
+                        }
+                    })
+                    .collect();
+                let maps = format!(
+                    "[affine_map<({}) -> ({})>, affine_map<({}) -> ({})>]",
+                    all.join(", "),
+                    input.join(", "),
+                    all.join(", "),
+                    all.join(", ")
+                );
+                let iterators = format!(
+                    "[{}]",
+                    vec!["#linalg.iterator_type<parallel>"; rank].join(", ")
+                );
+                let init = self.empty(result_type)?;
+                self.generic(operand(0)?, init, &maps, &iterators, |_, a, _| {
+                    Ok(unsafe { Value::from_raw(a.to_raw()) })
+                })
+            }
             other => Err(format!("`fx.{other}` has no lowering")),
         }
     }

@@ -86,6 +86,17 @@ const FUNCTIONS: &[&str] = &[
     "jax.numpy.matmul",
     "jax.numpy.reshape",
     "jax.numpy.ravel",
+    "jax.numpy.flip",
+    "jax.numpy.concatenate",
+    "jax.numpy.stack",
+    "jax.numpy.hstack",
+    "jax.numpy.vstack",
+    "jax.numpy.split",
+    "jax.numpy.tile",
+    "jax.numpy.repeat",
+    "jax.numpy.pad",
+    "jax.numpy.cumsum",
+    "jax.numpy.broadcast_to",
     "jax.numpy.expand_dims",
     "jax.numpy.squeeze",
     "jax.numpy.isfinite",
@@ -264,13 +275,26 @@ pub fn attribute(interp: &mut Interp, value: &Value, name: &str, span: Span) -> 
                 )))
             }
             "sum" | "mean" | "max" | "min" | "reshape" | "astype" | "ravel" | "transpose"
-            | "dot" => Ok(Value::Method {
+            | "dot" | "at" => Ok(Value::Method {
                 receiver: Rc::new(value.clone()),
                 name: name.into(),
             }),
             _ => Err(Diagnostic::not_supported(
                 span,
                 format!("the array attribute `{name}`"),
+            )),
+        },
+        Value::Method {
+            receiver,
+            name: method,
+        } if method.as_ref() == "at[]" => match name {
+            "set" | "add" | "multiply" | "mul" | "min" | "max" | "get" => Ok(Value::Method {
+                receiver: receiver.clone(),
+                name: format!("at.{name}").into(),
+            }),
+            _ => Err(Diagnostic::not_supported(
+                span,
+                format!("`.at[...].{name}`"),
             )),
         },
         Value::Custom(rule) => {
@@ -841,6 +865,302 @@ pub fn call(
                 &b,
             )))
         }
+        "flip" => {
+            let x = args.array(interp, 0, "m")?;
+            let rank = x.ty.shape.len();
+            let axes: Vec<i64> = match args.get(1, "axis") {
+                None | Some(Value::None) => (0..rank as i64).collect(),
+                Some(axis) => int_list(&axis, span)?
+                    .into_iter()
+                    .map(|a| axis_index(a, rank, span))
+                    .collect::<DResult<_>>()?,
+            };
+            Ok(Value::Array(interp.emit.reverse(span, &x, &axes)))
+        }
+        "broadcast_to" => {
+            let x = args.array(interp, 0, "array")?;
+            let shape = static_shape(&args.required(1, "shape")?, span)?;
+            Ok(Value::Array(interp.emit.broadcast_to(span, &x, &shape)?))
+        }
+        "concatenate" | "stack" | "hstack" | "vstack" => {
+            let items = match args.required(0, "arrays")? {
+                Value::Tuple(items) | Value::List(items) => items,
+                other => {
+                    return Err(Diagnostic::new(
+                        "ferrax::type::sequence",
+                        span,
+                        format!(
+                            "{short}() takes a tuple or list of arrays, found {}",
+                            other.describe()
+                        ),
+                    ));
+                }
+            };
+            let mut arrays: Vec<Traced> = items
+                .iter()
+                .map(|v| interp.emit.to_array(span, v))
+                .collect::<DResult<_>>()?;
+            if arrays.is_empty() {
+                return Err(Diagnostic::new(
+                    "ferrax::shape::concatenate",
+                    span,
+                    "need at least one array to concatenate",
+                ));
+            }
+            let axis = match short {
+                "hstack" => i64::from(arrays[0].ty.shape.len() > 1),
+                "vstack" => 0,
+                _ => match args.get(1, "axis") {
+                    Some(axis) => static_int(&axis, span)?,
+                    None => 0,
+                },
+            };
+            if short == "stack" {
+                let rank = arrays[0].ty.shape.len() + 1;
+                let axis = axis_index(axis, rank, span)?;
+                for array in arrays.iter_mut() {
+                    let mut shape = array.ty.shape.clone();
+                    shape.insert(axis as usize, 1);
+                    *array = interp.emit.reshape(span, array, &shape);
+                }
+            }
+            if short == "vstack" {
+                for array in arrays.iter_mut() {
+                    if array.ty.shape.len() < 2 {
+                        let n = array.ty.size();
+                        *array = interp.emit.reshape(span, array, &[1, n]);
+                    }
+                }
+            }
+            concatenate(interp, &arrays, axis, span).map(Value::Array)
+        }
+        "split" => {
+            let x = args.array(interp, 0, "ary")?;
+            let axis = match args.get(2, "axis") {
+                Some(axis) => axis_index(static_int(&axis, span)?, x.ty.shape.len(), span)?,
+                None => 0,
+            } as usize;
+            let n = x.ty.shape[axis];
+            let bounds: Vec<i64> = match args.required(1, "indices_or_sections")? {
+                Value::Int(sections) => {
+                    if sections <= 0 || n % sections != 0 {
+                        return Err(Diagnostic::new(
+                            "ferrax::shape::split",
+                            span,
+                            format!(
+                                "array split does not result in an equal division: {n} into {sections}"
+                            ),
+                        ));
+                    }
+                    (0..=sections).map(|k| k * n / sections).collect()
+                }
+                indices => {
+                    let mut bounds = vec![0];
+                    bounds.extend(
+                        int_list(&indices, span)?
+                            .into_iter()
+                            .map(|i| (if i < 0 { i + n } else { i }).clamp(0, n)),
+                    );
+                    bounds.push(n);
+                    bounds
+                }
+            };
+            let mut parts = vec![];
+            for window in bounds.windows(2) {
+                let (lo, hi) = (window[0], window[1].max(window[0]));
+                let mut start = vec![0; x.ty.shape.len()];
+                let mut limit = x.ty.shape.clone();
+                start[axis] = lo;
+                limit[axis] = hi;
+                let strides = vec![1; x.ty.shape.len()];
+                parts.push(Value::Array(
+                    interp.emit.slice(span, &x, &start, &limit, &strides),
+                ));
+            }
+            Ok(Value::List(Rc::new(parts)))
+        }
+        "tile" => {
+            let x = args.array(interp, 0, "A")?;
+            let mut reps = int_list(&args.required(1, "reps")?, span)?;
+            let rank = reps.len().max(x.ty.shape.len());
+            let mut shape = x.ty.shape.clone();
+            while shape.len() < rank {
+                shape.insert(0, 1);
+            }
+            while reps.len() < rank {
+                reps.insert(0, 1);
+            }
+            if reps.iter().any(|r| *r < 0) {
+                return Err(Diagnostic::new(
+                    "ferrax::shape::tile",
+                    span,
+                    "tile repetitions must not be negative",
+                ));
+            }
+            let x = interp.emit.reshape(span, &x, &shape);
+            let interleaved: Vec<i64> = (0..rank).flat_map(|d| [reps[d], shape[d]]).collect();
+            let dims: Vec<i64> = (0..rank as i64).map(|d| 2 * d + 1).collect();
+            let spread = interp.emit.broadcast_in_dim(span, &x, &dims, &interleaved);
+            let result: Vec<i64> = (0..rank).map(|d| reps[d] * shape[d]).collect();
+            Ok(Value::Array(interp.emit.reshape(span, &spread, &result)))
+        }
+        "repeat" => {
+            let x = args.array(interp, 0, "a")?;
+            let repeats = match args.required(1, "repeats")? {
+                Value::Int(r) if r >= 0 => r,
+                other => {
+                    return Err(Diagnostic::not_supported(
+                        span,
+                        format!("repeat with repeats={}", other.describe()),
+                    ));
+                }
+            };
+            let (x, axis) = match args.get(2, "axis") {
+                None | Some(Value::None) => {
+                    let n = x.ty.size();
+                    (interp.emit.reshape(span, &x, &[n]), 0usize)
+                }
+                Some(axis) => {
+                    let axis =
+                        axis_index(static_int(&axis, span)?, x.ty.shape.len(), span)? as usize;
+                    (x, axis)
+                }
+            };
+            let mut expanded = x.ty.shape.clone();
+            expanded.insert(axis + 1, repeats);
+            let dims: Vec<i64> = (0..x.ty.shape.len() as i64)
+                .map(|d| if d as usize > axis { d + 1 } else { d })
+                .collect();
+            let spread = interp.emit.broadcast_in_dim(span, &x, &dims, &expanded);
+            let mut result = x.ty.shape.clone();
+            result[axis] *= repeats;
+            Ok(Value::Array(interp.emit.reshape(span, &spread, &result)))
+        }
+        "pad" => {
+            let x = args.array(interp, 0, "array")?;
+            let rank = x.ty.shape.len();
+            let widths: Vec<(i64, i64)> = match args.required(1, "pad_width")? {
+                Value::Int(w) => vec![(w, w); rank],
+                Value::Tuple(items) | Value::List(items)
+                    if items.iter().all(|v| matches!(v, Value::Int(_))) =>
+                {
+                    let w = int_list(&Value::Tuple(items.clone()), span)?;
+                    match w.as_slice() {
+                        [one] => vec![(*one, *one); rank],
+                        [before, after] => vec![(*before, *after); rank],
+                        _ => {
+                            return Err(Diagnostic::new(
+                                "ferrax::shape::pad",
+                                span,
+                                "pad_width must be an int, a pair, or one pair per axis",
+                            ));
+                        }
+                    }
+                }
+                Value::Tuple(items) | Value::List(items) => items
+                    .iter()
+                    .map(|pair| match int_list(pair, span)?.as_slice() {
+                        [one] => Ok((*one, *one)),
+                        [before, after] => Ok((*before, *after)),
+                        _ => Err(Diagnostic::new(
+                            "ferrax::shape::pad",
+                            span,
+                            "each pad_width entry is a pair (before, after)",
+                        )),
+                    })
+                    .collect::<DResult<_>>()?,
+                other => {
+                    return Err(Diagnostic::new(
+                        "ferrax::shape::pad",
+                        span,
+                        format!(
+                            "pad_width must be an int or pairs, found {}",
+                            other.describe()
+                        ),
+                    ));
+                }
+            };
+            if widths.len() != rank || widths.iter().any(|(a, b)| *a < 0 || *b < 0) {
+                return Err(Diagnostic::new(
+                    "ferrax::shape::pad",
+                    span,
+                    format!("pad_width needs {rank} non-negative pairs"),
+                ));
+            }
+            if let Some(mode) = args.get(2, "mode")
+                && !matches!(&mode, Value::Str(m) if m.as_ref() == "constant")
+            {
+                return Err(Diagnostic::not_supported(
+                    span,
+                    format!("jnp.pad mode {}", mode.describe()),
+                ));
+            }
+            let value = match args.get(99, "constant_values") {
+                Some(v) => static_float(&v, span)?,
+                None => 0.0,
+            };
+            let low: Vec<i64> = widths.iter().map(|(a, _)| *a).collect();
+            let high: Vec<i64> = widths.iter().map(|(_, b)| *b).collect();
+            Ok(Value::Array(interp.emit.pad(
+                span,
+                &x,
+                value,
+                &low,
+                &high,
+                &vec![0; rank],
+            )))
+        }
+        "cumsum" => {
+            let x = args.array(interp, 0, "a")?;
+            let (x, axis) = match args.get(1, "axis") {
+                None | Some(Value::None) => {
+                    let n = x.ty.size();
+                    (interp.emit.reshape(span, &x, &[n]), 0usize)
+                }
+                Some(axis) => {
+                    let axis =
+                        axis_index(static_int(&axis, span)?, x.ty.shape.len(), span)? as usize;
+                    (x, axis)
+                }
+            };
+            let x = if x.ty.dtype == DType::Bool {
+                interp.emit.convert(span, &x, DType::I32)
+            } else {
+                x
+            };
+            let n = x.ty.shape[axis];
+            // A running sum as a product with an upper-triangular matrix of ones.
+            let triangle: Vec<f64> = (0..n * n)
+                .map(|k| f64::from(u8::from(k / n <= k % n)))
+                .collect();
+            let triangle =
+                interp
+                    .emit
+                    .constant(span, &triangle, ArrayType::new(x.ty.dtype, vec![n, n]));
+            let dims = fx::DotDimensions {
+                lhs_contracting: vec![axis as i64],
+                rhs_contracting: vec![0],
+                ..Default::default()
+            };
+            let summed = interp.emit.dot_general(span, &x, &triangle, &dims);
+            let rank = x.ty.shape.len() as i64;
+            let permutation: Vec<i64> = (0..rank)
+                .map(|d| {
+                    if d < axis as i64 {
+                        d
+                    } else if d == axis as i64 {
+                        rank - 1
+                    } else {
+                        d - 1
+                    }
+                })
+                .collect();
+            Ok(Value::Array(interp.emit.transpose(
+                span,
+                &summed,
+                &permutation,
+            )))
+        }
         "ravel" => {
             let x = args.array(interp, 0, "a")?;
             let n = x.ty.size();
@@ -1284,6 +1604,16 @@ pub fn call_method(
             };
             reshape(interp, x, &shape, span).map(Value::Array)
         }
+        (Value::Tuple(pair), how) if how.starts_with("at.") && pair.len() == 2 => {
+            let Value::Array(x) = &pair[0] else {
+                unreachable!("`.at` is an array attribute")
+            };
+            let how = &how[3..];
+            let value = args
+                .first()
+                .or_else(|| kwargs.iter().find(|(k, _)| k == "values").map(|(_, v)| v));
+            at_update(interp, x, &pair[1], how, value, span)
+        }
         (Value::Array(x), "transpose") if args.len() > 1 => {
             let axes = Value::Tuple(Rc::new(args));
             call(
@@ -1346,6 +1676,13 @@ pub fn subscript(interp: &mut Interp, value: &Value, index: &Value, span: Span) 
             )),
         },
         Value::Array(traced) => index_array(interp, span, traced, index),
+        Value::Method { receiver, name } if name.as_ref() == "at" => Ok(Value::Method {
+            receiver: Rc::new(Value::Tuple(Rc::new(vec![
+                (**receiver).clone(),
+                index.clone(),
+            ]))),
+            name: "at[]".into(),
+        }),
         other => Err(Diagnostic::new(
             "ferrax::index::type",
             span,
@@ -1404,18 +1741,24 @@ fn slice_bounds(parts: &Value, n: i64, span: Span) -> DResult<(i64, i64, i64)> {
     ))
 }
 
-/// Basic indexing of an array with static ints, slices, `None` and `...`.
-pub fn index_array(
-    interp: &mut Interp,
-    span: Span,
-    traced: &Traced,
-    index: &Value,
-) -> DResult<Value> {
+/// The elements a basic index (static ints, slices, `None`, `...`) selects: reverse
+/// `reversed` dimensions, slice, then reshape to `shape`.
+struct Region {
+    reversed: Vec<i64>,
+    start: Vec<i64>,
+    limit: Vec<i64>,
+    strides: Vec<i64>,
+    /// The sliced shape (before ints drop and `None`s add dimensions).
+    sliced: Vec<i64>,
+    shape: Vec<i64>,
+}
+
+fn basic_region(shape: &[i64], index: &Value, span: Span) -> DResult<Region> {
     let items: Vec<Value> = match index {
         Value::Tuple(items) => items.as_ref().clone(),
         other => vec![other.clone()],
     };
-    let rank = traced.ty.shape.len();
+    let rank = shape.len();
     let consuming = items
         .iter()
         .filter(|v| !matches!(v, Value::None) && !is_ellipsis(v))
@@ -1452,14 +1795,20 @@ pub fn index_array(
         .filter(|v| !matches!(v, Value::None))
         .count();
     expanded.extend(std::iter::repeat_n(full_slice(), rank - used));
-    let (mut start, mut limit, mut strides, mut result_shape) = (vec![], vec![], vec![], vec![]);
+    let mut region = Region {
+        reversed: vec![],
+        start: vec![],
+        limit: vec![],
+        strides: vec![],
+        sliced: vec![],
+        shape: vec![],
+    };
     let mut dim = 0;
-    let mut reverse = false;
     for item in &expanded {
         match item {
-            Value::None => result_shape.push(1),
+            Value::None => region.shape.push(1),
             Value::Int(_) | Value::Bool(_) => {
-                let n = traced.ty.shape[dim];
+                let n = shape[dim];
                 let i = static_int(item, span)?;
                 let at = if i < 0 { i + n } else { i };
                 if !(0..n).contains(&at) {
@@ -1470,33 +1819,36 @@ pub fn index_array(
                     )
                     .label("out of bounds"));
                 }
-                start.push(at);
-                limit.push(at + 1);
-                strides.push(1);
+                region.start.push(at);
+                region.limit.push(at + 1);
+                region.strides.push(1);
+                region.sliced.push(1);
                 dim += 1;
             }
             Value::Method { receiver, name } if name.as_ref() == "slice" => {
-                let n = traced.ty.shape[dim];
+                let n = shape[dim];
                 let (s, e, step) = slice_bounds(receiver, n, span)?;
-                if step < 0 {
-                    reverse = true;
-                }
                 let count = slice_positions(s, e, step).count() as i64;
-                let first = if step > 0 { s } else { s + (count - 1) * step };
-                start.push(if count > 0 { first } else { 0 });
-                limit.push(if count > 0 {
+                // A negative step is a positive one on the reversed dimension.
+                let first = if step > 0 { s } else { n - 1 - s };
+                if step < 0 {
+                    region.reversed.push(dim as i64);
+                }
+                region.start.push(if count > 0 { first } else { 0 });
+                region.limit.push(if count > 0 {
                     first + (count - 1) * step.abs() + 1
                 } else {
                     0
                 });
-                strides.push(step.abs());
-                result_shape.push(count);
+                region.strides.push(step.abs());
+                region.sliced.push(count);
+                region.shape.push(count);
                 dim += 1;
             }
             Value::Array(_) => {
                 return Err(Diagnostic::not_supported(
                     span,
-                    "indexing with an array (gather)",
+                    "an array index combined with other indices",
                 ));
             }
             other => {
@@ -1504,25 +1856,193 @@ pub fn index_array(
                     "ferrax::index::type",
                     span,
                     format!(
-                        "an index must be a static int, slice, None or ..., found {}",
+                        "an index must be a static int, slice, None, ... or an int array, found {}",
                         other.describe()
                     ),
                 ));
             }
         }
     }
-    if reverse {
-        return Err(Diagnostic::not_supported(
-            span,
-            "a slice with a negative step",
-        ));
+    Ok(region)
+}
+
+/// Indexing of an array: basic indices, or one integer array along the first axis (a gather).
+pub fn index_array(
+    interp: &mut Interp,
+    span: Span,
+    traced: &Traced,
+    index: &Value,
+) -> DResult<Value> {
+    if let Value::Array(indices) = index {
+        return gather(interp, span, traced, indices).map(Value::Array);
     }
-    let sliced = interp.emit.slice(span, traced, &start, &limit, &strides);
+    let region = basic_region(&traced.ty.shape, index, span)?;
+    let reversed = interp.emit.reverse(span, traced, &region.reversed);
+    let sliced = interp.emit.slice(
+        span,
+        &reversed,
+        &region.start,
+        &region.limit,
+        &region.strides,
+    );
     Ok(Value::Array(interp.emit.reshape(
         span,
         &sliced,
-        &result_shape,
+        &region.shape,
     )))
+}
+
+/// `x[indices]` for an integer array: a one-hot product along the first axis (JAX clamps
+/// out-of-range indices; here they select nothing, giving zeros).
+fn gather(interp: &mut Interp, span: Span, x: &Traced, indices: &Traced) -> DResult<Traced> {
+    if !indices.ty.dtype.is_int() {
+        return Err(Diagnostic::new(
+            "ferrax::index::type",
+            span,
+            format!(
+                "array indices must be integers, found {}",
+                indices.ty.dtype.name()
+            ),
+        ));
+    }
+    let Some(&n) = x.ty.shape.first() else {
+        return Err(Diagnostic::new(
+            "ferrax::index::rank",
+            span,
+            "a 0-d array cannot be indexed",
+        ));
+    };
+    let dtype = if x.ty.dtype == DType::Bool {
+        DType::I32
+    } else {
+        x.ty.dtype
+    };
+    let positions: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    let mut shape = indices.ty.shape.clone();
+    shape.push(n);
+    let positions =
+        interp
+            .emit
+            .constant(span, &positions, ArrayType::new(indices.ty.dtype, vec![n]));
+    let positions =
+        interp
+            .emit
+            .broadcast_in_dim(span, &positions, &[shape.len() as i64 - 1], &shape);
+    let dims: Vec<i64> = (0..indices.ty.shape.len() as i64).collect();
+    // Negative indices count from the end, as in Python.
+    let wrapped = {
+        let zero = interp.emit.constant(
+            span,
+            &[0.0],
+            ArrayType::new(indices.ty.dtype, indices.ty.shape.clone()),
+        );
+        let size = interp.emit.constant(
+            span,
+            &[n as f64],
+            ArrayType::new(indices.ty.dtype, indices.ty.shape.clone()),
+        );
+        let negative = interp.emit.compare(span, Predicate::Lt, indices, &zero);
+        let shifted = interp.emit.binary(span, Binary::Add, indices, &size);
+        interp.emit.select(span, &negative, &shifted, indices)
+    };
+    let expanded = interp.emit.broadcast_in_dim(span, &wrapped, &dims, &shape);
+    let hit = interp
+        .emit
+        .compare(span, Predicate::Eq, &expanded, &positions);
+    let one_hot = interp.emit.convert(span, &hit, dtype);
+    let x = interp.emit.convert(span, x, dtype);
+    let dims = fx::DotDimensions {
+        lhs_contracting: vec![shape.len() as i64 - 1],
+        rhs_contracting: vec![0],
+        ..Default::default()
+    };
+    let result = interp.emit.dot_general(span, &one_hot, &x, &dims);
+    Ok(if result.ty.dtype == x.ty.dtype {
+        result
+    } else {
+        interp.emit.convert(span, &result, x.ty.dtype)
+    })
+}
+
+/// `x.at[index].set(v)` / `.add(v)` / `.multiply(v)` / `.min(v)` / `.max(v)` / `.get()` for a
+/// basic index: `v` is padded into `x`'s shape and combined where the mask is set.
+pub fn at_update(
+    interp: &mut Interp,
+    x: &Traced,
+    index: &Value,
+    how: &str,
+    value: Option<&Value>,
+    span: Span,
+) -> DResult<Value> {
+    if how == "get" {
+        return index_array(interp, span, x, index);
+    }
+    if matches!(index, Value::Array(_)) {
+        return Err(Diagnostic::not_supported(
+            span,
+            "`.at[]` with an array index (scatter)",
+        ));
+    }
+    let Some(value) = value else {
+        return Err(Diagnostic::new(
+            "ferrax::call::arity",
+            span,
+            format!("`.at[...].{how}` needs a value"),
+        ));
+    };
+    let region = basic_region(&x.ty.shape, index, span)?;
+    let update = interp.emit.to_array(span, value)?;
+    let mut update = interp.emit.convert(span, &update, x.ty.dtype);
+    update.ty.weak = false;
+    let update = interp.emit.broadcast_to(span, &update, &region.shape)?;
+    let update = interp.emit.reshape(span, &update, &region.sliced);
+    let rank = x.ty.shape.len();
+    let high: Vec<i64> = (0..rank)
+        .map(|d| {
+            x.ty.shape[d]
+                - if region.sliced[d] == 0 {
+                    region.start[d]
+                } else {
+                    region.limit[d]
+                }
+        })
+        .collect();
+    let interior: Vec<i64> = region.strides.iter().map(|s| s - 1).collect();
+    let padding = if how == "multiply" { 1.0 } else { 0.0 };
+    let padded = interp
+        .emit
+        .pad(span, &update, padding, &region.start, &high, &interior);
+    let padded = interp.emit.reverse(span, &padded, &region.reversed);
+    let ones = interp.emit.constant(
+        span,
+        &[1.0],
+        ArrayType::new(DType::Bool, region.sliced.clone()),
+    );
+    let mask = interp
+        .emit
+        .pad(span, &ones, 0.0, &region.start, &high, &interior);
+    let mask = interp.emit.reverse(span, &mask, &region.reversed);
+    let x = x.clone();
+    Ok(Value::Array(match how {
+        "set" => interp.emit.select(span, &mask, &padded, &x),
+        "add" => array_binop(interp, BinOp::Add, &x, &padded, span)?,
+        "multiply" | "mul" => array_binop(interp, BinOp::Mul, &x, &padded, span)?,
+        "min" | "max" => {
+            let op = if how == "min" {
+                Binary::Min
+            } else {
+                Binary::Max
+            };
+            let combined = interp.emit.binary(span, op, &x, &padded);
+            interp.emit.select(span, &mask, &combined, &x)
+        }
+        other => {
+            return Err(Diagnostic::not_supported(
+                span,
+                format!("`.at[...].{other}`"),
+            ));
+        }
+    }))
 }
 
 fn full_slice() -> Value {
@@ -1805,6 +2325,69 @@ fn contract(
         return Ok(interp.emit.dot_general(span, &a, &b, &dims));
     }
     Ok(interp.emit.dot_general(span, &a, &b, &dims))
+}
+
+/// Joins arrays along `axis`: each is padded to the full size and picked where its mask is set.
+fn concatenate(interp: &mut Interp, arrays: &[Traced], axis: i64, span: Span) -> DResult<Traced> {
+    let rank = arrays[0].ty.shape.len();
+    if rank == 0 {
+        return Err(Diagnostic::new(
+            "ferrax::shape::concatenate",
+            span,
+            "zero-dimensional arrays cannot be concatenated",
+        ));
+    }
+    let axis = axis_index(axis, rank, span)? as usize;
+    let mut dtype = (arrays[0].ty.dtype, arrays[0].ty.weak);
+    for array in arrays {
+        let same = array.ty.shape.len() == rank
+            && (0..rank).all(|d| d == axis || array.ty.shape[d] == arrays[0].ty.shape[d]);
+        if !same {
+            return Err(Diagnostic::new(
+                "ferrax::shape::concatenate",
+                span,
+                format!(
+                    "arrays of shapes {} and {} cannot be joined along axis {axis}",
+                    shape_repr(&arrays[0].ty.shape),
+                    shape_repr(&array.ty.shape)
+                ),
+            )
+            .label("here"));
+        }
+        dtype = super::value::promote(dtype, (array.ty.dtype, array.ty.weak));
+    }
+    let total: i64 = arrays.iter().map(|a| a.ty.shape[axis]).sum();
+    let mut offset = 0;
+    let mut result: Option<Traced> = None;
+    for array in arrays {
+        let array = interp.emit.convert(span, array, dtype.0);
+        let length = array.ty.shape[axis];
+        let mut low = vec![0; rank];
+        let mut high = vec![0; rank];
+        low[axis] = offset;
+        high[axis] = total - offset - length;
+        let padded = interp
+            .emit
+            .pad(span, &array, 0.0, &low, &high, &vec![0; rank]);
+        result = Some(match result {
+            None => padded,
+            Some(acc) => {
+                let ones = interp.emit.constant(
+                    span,
+                    &[1.0],
+                    ArrayType::new(DType::Bool, array.ty.shape.clone()),
+                );
+                let mask = interp
+                    .emit
+                    .pad(span, &ones, 0.0, &low, &high, &vec![0; rank]);
+                interp.emit.select(span, &mask, &padded, &acc)
+            }
+        });
+        offset += length;
+    }
+    let mut result = result.expect("at least one array");
+    result.ty.weak = dtype.1;
+    Ok(result)
 }
 
 /// Elementwise functions written with the primitives (as JAX's `jnp` does).

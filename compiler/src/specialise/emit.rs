@@ -650,6 +650,49 @@ impl<'c, 'a> Emitter<'c, 'a> {
         self.push(operation, ty)
     }
 
+    /// `fx.reverse` of `dimensions`.
+    pub fn reverse(&mut self, span: Span, a: &Traced, dimensions: &[i64]) -> Traced {
+        if dimensions.is_empty() {
+            return a.clone();
+        }
+        let location = self.location(span);
+        let operation = fx::reverse(self.context, location, self.value(a), dimensions);
+        self.push(operation, a.ty.clone())
+    }
+
+    /// `fx.pad` with a scalar padding value (`low`, `high`, `interior` per dimension, ≥ 0).
+    pub fn pad(
+        &mut self,
+        span: Span,
+        a: &Traced,
+        value: f64,
+        low: &[i64],
+        high: &[i64],
+        interior: &[i64],
+    ) -> Traced {
+        let shape: Vec<i64> = (0..a.ty.shape.len())
+            .map(|d| low[d] + high[d] + a.ty.shape[d] + (a.ty.shape[d] - 1).max(0) * interior[d])
+            .collect();
+        let ty = ArrayType {
+            dtype: a.ty.dtype,
+            shape,
+            weak: a.ty.weak,
+        };
+        let padding = self.constant(span, &[value], ArrayType::new(a.ty.dtype, vec![]));
+        let location = self.location(span);
+        let operation = fx::pad(
+            self.context,
+            location,
+            self.value(a),
+            self.value(&padding),
+            low,
+            high,
+            interior,
+            self.tensor_type(&ty),
+        );
+        self.push(operation, ty)
+    }
+
     pub fn stop_gradient(&mut self, span: Span, a: &Traced) -> Traced {
         let location = self.location(span);
         let operation = fx::stop_gradient(location, self.value(a));
