@@ -12,6 +12,7 @@ mod interp;
 
 /// The functions of `jax.nn` and `jax.scipy.special` written in the language itself.
 pub const PRELUDE: &str = include_str!("specialise/prelude.py");
+mod control;
 mod transforms;
 pub mod value;
 

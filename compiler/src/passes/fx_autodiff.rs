@@ -185,20 +185,31 @@ fn differentiate_module(context: &Context, module: MlirOperation) -> AdResult<()
         if private {
             continue;
         }
-        while let Some(call) = body_ops(*function).into_iter().find(|op| {
-            matches!(
-                op_name(*op).as_str(),
-                "ad.custom_jvp_call" | "ad.custom_vjp_call" | "fx.stop_gradient"
-            )
-        }) {
-            ad.base
-                .set_insertion_point_before(unsafe { OperationRef::from_raw(call) });
-            let values = if op_name(call) == "fx.stop_gradient" {
-                operands(call)
-            } else {
-                ad.inline(&symbol_attribute(call, "primal")?, &operands(call))?
-            };
-            ad.replace(call, &values);
+        // Custom calls become their primal and stop_gradient its operand, also inside loops.
+        loop {
+            let mut calls = vec![];
+            unsafe { OperationRef::from_raw(*function) }.walk(WalkOrder::PreOrder, |operation| {
+                if matches!(
+                    operation.name().as_string_ref().as_str(),
+                    Ok("ad.custom_jvp_call" | "ad.custom_vjp_call" | "fx.stop_gradient")
+                ) {
+                    calls.push(operation.to_raw());
+                }
+                WalkResult::Advance
+            });
+            if calls.is_empty() {
+                break;
+            }
+            for call in calls {
+                ad.base
+                    .set_insertion_point_before(unsafe { OperationRef::from_raw(call) });
+                let values = if op_name(call) == "fx.stop_gradient" {
+                    operands(call)
+                } else {
+                    ad.inline(&symbol_attribute(call, "primal")?, &operands(call))?
+                };
+                ad.replace(call, &values);
+            }
         }
     }
     for function in functions {

@@ -149,6 +149,10 @@ const FUNCTIONS: &[&str] = &[
     "jax.lax.integer_pow",
     "jax.lax.select",
     "jax.lax.stop_gradient",
+    "jax.lax.cond",
+    "jax.lax.fori_loop",
+    "jax.lax.scan",
+    "jax.lax.while_loop",
     "functools.partial",
     "math.sqrt",
     "math.exp",
@@ -1182,6 +1186,11 @@ pub fn call(
                 Binary::Or
             };
             Ok(Value::Array(interp.emit.binary(span, op, &a, &b)))
+        }
+        "cond" | "fori_loop" | "scan" | "while_loop" => {
+            let positional = std::mem::take(&mut args.positional);
+            let keywords = std::mem::take(&mut args.keywords);
+            super::control::call(interp, short, positional, keywords, span)
         }
         "stop_gradient" => {
             let x = args.array(interp, 0, "x")?;

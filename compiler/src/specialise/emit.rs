@@ -99,8 +99,11 @@ pub struct Emitter<'c, 'a> {
     pub functions: Vec<Operation<'c>>,
     pub context: &'c Context,
     sources: &'a SourceMap,
-    /// Blocks under construction, innermost last, each with a unique id.
+    /// Blocks under construction, innermost last, each with a unique id; the rest are the
+    /// region blocks of loops, which see the values of the blocks around them.
     blocks: Vec<(usize, Block<'c>)>,
+    /// Ids of the blocks that are function bodies (isolated from the blocks around them).
+    functions_open: Vec<usize>,
     next_block: usize,
     /// Every traced value: the MLIR value and the id of the block that defines it.
     values: Vec<(MlirValue, usize)>,
@@ -119,6 +122,7 @@ impl<'c, 'a> Emitter<'c, 'a> {
             context,
             sources,
             blocks: vec![],
+            functions_open: vec![],
             next_block: 0,
             values: vec![],
             functions: vec![],
@@ -130,6 +134,14 @@ impl<'c, 'a> Emitter<'c, 'a> {
 
     /// Starts a function with arguments of `inputs`; returns them as traced values.
     pub fn begin_function(&mut self, inputs: &[ArrayType], location: Location<'c>) -> Vec<Traced> {
+        let arguments = self.begin_region(inputs, location);
+        self.functions_open
+            .push(self.blocks.last().map(|(id, _)| *id).expect("just pushed"));
+        arguments
+    }
+
+    /// Starts the block of a region (a loop body), which sees the values around it.
+    pub fn begin_region(&mut self, inputs: &[ArrayType], location: Location<'c>) -> Vec<Traced> {
         let types: Vec<(Type<'c>, Location<'c>)> = inputs
             .iter()
             .map(|ty| (self.tensor_type(ty), location))
@@ -168,6 +180,7 @@ impl<'c, 'a> Emitter<'c, 'a> {
         let result_types: Vec<Type<'c>> = results.iter().map(|t| self.tensor_type(&t.ty)).collect();
         self.append(func::r#return(&values, location));
         let (_, block) = self.blocks.pop().expect("a function is open");
+        self.functions_open.pop();
         let input_types: Vec<Type<'c>> = (0..block.argument_count())
             .map(|i| block.argument(i).expect("argument exists").r#type())
             .collect();
@@ -196,6 +209,70 @@ impl<'c, 'a> Emitter<'c, 'a> {
         ));
     }
 
+    /// Ends the innermost region block with the terminator `name` on `operands` (a leading raw
+    /// value, such as `scf.condition`'s flag, may come first); returns the block.
+    pub fn end_region(
+        &mut self,
+        name: &str,
+        leading: Option<MlirValue>,
+        operands: &[Traced],
+        location: Location<'c>,
+    ) -> Block<'c> {
+        let mut values: Vec<melior::ir::Value<'c, '_>> = vec![];
+        if let Some(raw) = leading {
+            // Safety: a live value of the innermost block.
+            values.push(unsafe { melior::ir::Value::from_raw(raw) });
+        }
+        values.extend(operands.iter().map(|t| self.value(t)));
+        let terminator = melior::ir::operation::OperationBuilder::new(name, location)
+            .add_operands(&values)
+            .build()
+            .expect("valid terminator");
+        self.append(terminator);
+        self.blocks.pop().expect("a region is open").1
+    }
+
+    /// The scalar of a rank-0 bool array, as an `i1` (`tensor.extract`).
+    pub fn extract_scalar(&self, traced: &Traced, location: Location<'c>) -> MlirValue {
+        let element =
+            Type::parse(self.context, traced.ty.dtype.mlir()).expect("element types parse");
+        let operation = melior::ir::operation::OperationBuilder::new("tensor.extract", location)
+            .add_operands(&[self.value(traced)])
+            .add_results(&[element])
+            .build()
+            .expect("valid tensor.extract");
+        self.append(operation)[0]
+    }
+
+    /// Appends an op with regions and results of types `tys` (e.g. `scf.while`).
+    pub fn push_with_regions(
+        &mut self,
+        name: &str,
+        operands: &[Traced],
+        regions: Vec<Block<'c>>,
+        tys: Vec<ArrayType>,
+        location: Location<'c>,
+    ) -> Vec<Traced> {
+        let values: Vec<melior::ir::Value<'c, '_>> =
+            operands.iter().map(|t| self.value(t)).collect();
+        let types: Vec<Type<'c>> = tys.iter().map(|t| self.tensor_type(t)).collect();
+        let regions: Vec<Region<'c>> = regions
+            .into_iter()
+            .map(|block| {
+                let region = Region::new();
+                region.append_block(block);
+                region
+            })
+            .collect();
+        let operation = melior::ir::operation::OperationBuilder::new(name, location)
+            .add_operands(&values)
+            .add_results(&types)
+            .add_regions_vec(regions)
+            .build()
+            .expect("valid region op");
+        self.push_many(operation, tys)
+    }
+
     /// True (once) when a traced value was used outside the function that defines it.
     pub fn take_escaped(&self) -> bool {
         self.escaped.replace(false)
@@ -207,7 +284,13 @@ impl<'c, 'a> Emitter<'c, 'a> {
     pub fn value(&self, traced: &Traced) -> melior::ir::Value<'c, 'c> {
         let (raw, block) = self.values[traced.id];
         let current = self.blocks.last().map(|(id, _)| *id);
-        let raw = if current == Some(block) {
+        let function = self.functions_open.last().copied().unwrap_or(0);
+        let visible = self
+            .blocks
+            .iter()
+            .rev()
+            .any(|(id, _)| *id == block && *id >= function);
+        let raw = if visible {
             raw
         } else {
             match current.and_then(|current| self.copy_constant(current, raw)) {

@@ -29,6 +29,8 @@ pub struct Interp<'c, 'a> {
     pub custom_rules: Vec<*const std::cell::RefCell<super::value::CustomRule>>,
     /// The prelude's names (`jax.nn` and `jax.scipy.special` functions written in the language).
     pub prelude: Option<Rc<Scope>>,
+    /// How many transformed functions (`grad`, `jvp`, ...) are being traced around this point.
+    pub transforming: usize,
 }
 
 impl<'c, 'a> Interp<'c, 'a> {
@@ -39,6 +41,7 @@ impl<'c, 'a> Interp<'c, 'a> {
             functions: 0,
             custom_rules: vec![],
             prelude: None,
+            transforming: 0,
         }
     }
 
@@ -769,6 +772,89 @@ impl<'c, 'a> Interp<'c, 'a> {
         }
     }
 
+    /// `lax.while_loop` as an `scf.while` whose regions hold the traced condition and body.
+    pub fn while_loop(
+        &mut self,
+        cond_fun: &Value,
+        body_fun: &Value,
+        init: Value,
+        span: Span,
+    ) -> DResult<Value> {
+        use super::value::ArrayType;
+        if self.transforming > 0 {
+            return Err(Diagnostic::new(
+                "ferrax::autodiff::while_loop",
+                span,
+                "reverse-mode differentiation does not work for lax.while_loop",
+            )
+            .label("inside a differentiated function")
+            .help("use lax.scan, or lax.fori_loop with static bounds (forward mode through while_loop is not supported yet either)"));
+        }
+        let mut leaves = vec![];
+        let template = flatten_carry(self, &init, &mut leaves, span)?;
+        let types: Vec<ArrayType> = leaves
+            .iter()
+            .map(|t| ArrayType {
+                weak: false,
+                ..t.ty.clone()
+            })
+            .collect();
+        let location = self.emit.location(span);
+        // before: the condition.
+        let arguments = self.emit.begin_region(&types, location);
+        let carry = rebuild_carry(&template, &mut arguments.iter().cloned());
+        let flag = match self
+            .call(cond_fun, vec![carry], vec![], span)
+            .and_then(|v| self.emit.to_array(span, &v))
+        {
+            Ok(flag) if flag.ty.shape.is_empty() && flag.ty.dtype == super::value::DType::Bool => {
+                flag
+            }
+            Ok(flag) => {
+                self.emit.end_region("scf.condition", None, &[], location);
+                return Err(Diagnostic::new(
+                    "ferrax::while_loop",
+                    span,
+                    format!(
+                        "the condition of lax.while_loop must return a scalar bool, found {}",
+                        super::value::shape_repr(&flag.ty.shape)
+                    ),
+                ));
+            }
+            Err(error) => {
+                self.emit.end_region("scf.condition", None, &[], location);
+                return Err(error);
+            }
+        };
+        let flag = self.emit.extract_scalar(&flag, location);
+        let before = self
+            .emit
+            .end_region("scf.condition", Some(flag), &arguments, location);
+        // after: the body.
+        let arguments = self.emit.begin_region(&types, location);
+        let carry = rebuild_carry(&template, &mut arguments.iter().cloned());
+        let next = self.call(body_fun, vec![carry], vec![], span).and_then(|next| {
+            let mut next_leaves = vec![];
+            flatten_carry(self, &next, &mut next_leaves, span)?;
+            if next_leaves.len() != types.len() || next_leaves.iter().zip(&types).any(|(n, t)| n.ty.shape != t.shape) {
+                return Err(Diagnostic::new("ferrax::while_loop", span, "the body of lax.while_loop must return a carry of the same structure and shapes"));
+            }
+            Ok(next_leaves.iter().zip(&types).map(|(n, t)| self.emit.convert(span, n, t.dtype)).collect::<Vec<_>>())
+        });
+        let next = match next {
+            Ok(next) => next,
+            Err(error) => {
+                self.emit.end_region("scf.yield", None, &[], location);
+                return Err(error);
+            }
+        };
+        let after = self.emit.end_region("scf.yield", None, &next, location);
+        let results =
+            self.emit
+                .push_with_regions("scf.while", &leaves, vec![before, after], types, location);
+        Ok(rebuild_carry(&template, &mut results.into_iter()))
+    }
+
     /// A new function name made from `base` (letters, digits and `_` only).
     pub fn fresh_name(&mut self, base: &str) -> String {
         self.functions += 1;
@@ -944,5 +1030,49 @@ fn dtype_constructor(dtype: super::value::DType) -> &'static str {
         DType::I64 => "jax.numpy.int64",
         DType::F32 => "jax.numpy.float32",
         DType::F64 => "jax.numpy.float64",
+    }
+}
+
+/// The array leaves of a loop carry (numbers become arrays); returns the carry's structure.
+fn flatten_carry(
+    interp: &mut Interp,
+    value: &Value,
+    leaves: &mut Vec<super::value::Traced>,
+    span: Span,
+) -> DResult<Value> {
+    Ok(match value {
+        Value::Tuple(items) => Value::Tuple(Rc::new(
+            items
+                .iter()
+                .map(|v| flatten_carry(interp, v, leaves, span))
+                .collect::<DResult<_>>()?,
+        )),
+        Value::List(items) => Value::List(Rc::new(
+            items
+                .iter()
+                .map(|v| flatten_carry(interp, v, leaves, span))
+                .collect::<DResult<_>>()?,
+        )),
+        other => {
+            let traced = interp.emit.to_array(span, other)?;
+            leaves.push(traced.clone());
+            Value::Array(traced)
+        }
+    })
+}
+
+/// The carry's structure with its leaves replaced, in order.
+fn rebuild_carry(
+    template: &Value,
+    leaves: &mut dyn Iterator<Item = super::value::Traced>,
+) -> Value {
+    match template {
+        Value::Tuple(items) => Value::Tuple(Rc::new(
+            items.iter().map(|v| rebuild_carry(v, leaves)).collect(),
+        )),
+        Value::List(items) => Value::List(Rc::new(
+            items.iter().map(|v| rebuild_carry(v, leaves)).collect(),
+        )),
+        _ => leaves.next().map_or(Value::None, Value::Array),
     }
 }

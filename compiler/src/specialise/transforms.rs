@@ -81,7 +81,9 @@ fn lift(
             },
         )
         .collect();
+    interp.transforming += 1;
     let result = interp.call(func, inner_args, inner_kwargs, span);
+    interp.transforming -= 1;
     let result = match result {
         Ok(value) => arrays_only(interp, &value, span),
         Err(error) => Err(error),
