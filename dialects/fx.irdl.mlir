@@ -226,4 +226,34 @@ irdl.dialect @fx {
     irdl.attributes { "dimensions" = %dimensions }
     irdl.results(res: %t)
   }
+  irdl.operation @round {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @asin {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @acos {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @atan {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @erf {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(operand: %t)
+    irdl.results(res: %t)
+  }
+  irdl.operation @atan2 {
+    %t = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %t, rhs: %t)
+    irdl.results(res: %t)
+  }
 }

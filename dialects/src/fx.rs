@@ -54,12 +54,14 @@ macro_rules! unary {
 binary! {
     add => "fx.add", sub => "fx.sub", mul => "fx.mul", div => "fx.div", rem => "fx.rem",
     pow => "fx.pow", max => "fx.max", min => "fx.min", and => "fx.and", or => "fx.or",
+    atan2 => "fx.atan2",
 }
 
 unary! {
     neg => "fx.neg", exp => "fx.exp", log => "fx.log", log1p => "fx.log1p", expm1 => "fx.expm1",
     sin => "fx.sin", cos => "fx.cos", tanh => "fx.tanh", sqrt => "fx.sqrt", abs => "fx.abs",
-    sign => "fx.sign", floor => "fx.floor", not => "fx.not",
+    sign => "fx.sign", floor => "fx.floor", not => "fx.not", round => "fx.round",
+    asin => "fx.asin", acos => "fx.acos", atan => "fx.atan", erf => "fx.erf",
 }
 
 /// Creates an `fx.constant` operation holding `value` (a dense elements attribute).

@@ -686,6 +686,7 @@ fn is_nondifferentiable(name: &str) -> bool {
             | "fx.compare"
             | "fx.sign"
             | "fx.floor"
+            | "fx.round"
             | "fx.and"
             | "fx.or"
             | "fx.not"
@@ -1181,6 +1182,13 @@ fn jvp_rule(b: &Builder, operation: MlirOperation, tangents: &[Option<V>]) -> Ad
             ];
             Some(b.op("fx.pad", &[zero_or(0)?, zero_or(1)?], b.ty(z), &attributes)?)
         }
+        "fx.asin" | "fx.acos" | "fx.atan" | "fx.erf" => {
+            scale(0, &|| inverse_trig_factor(b, &name, args[0]))?
+        }
+        "fx.atan2" => {
+            let (dy, dx) = atan2_factors(b, args[0], args[1])?;
+            sum(scale(0, &|| Ok(dy))?, scale(1, &|| Ok(dx))?)?
+        }
         "fx.transpose" => t(0)
             .map(|x| b.transpose(x, &i64s_attribute(operation, "permutation")?))
             .transpose()?,
@@ -1195,6 +1203,44 @@ fn jvp_rule(b: &Builder, operation: MlirOperation, tangents: &[Option<V>]) -> Ad
         }
         other => return Err(format!("`{other}` has no JVP rule")),
     })
+}
+
+/// `f'(x)` of `asin`, `acos`, `atan` and `erf`.
+fn inverse_trig_factor(b: &Builder, name: &str, x: V) -> AdResult<V> {
+    let one = b.splat(b.ty(x), 1.0)?;
+    let square = b.mul(x, x)?;
+    match name {
+        "fx.asin" | "fx.acos" => {
+            let rest = b.sub(one, square)?;
+            let root = b.unary("fx.sqrt", rest)?;
+            let factor = b.div(one, root)?;
+            if name == "fx.acos" {
+                b.neg(factor)
+            } else {
+                Ok(factor)
+            }
+        }
+        "fx.atan" => {
+            let denominator = b.add(one, square)?;
+            b.div(one, denominator)
+        }
+        _ => {
+            let negated = b.neg(square)?;
+            let gaussian = b.unary("fx.exp", negated)?;
+            let scale = b.splat(b.ty(x), std::f64::consts::FRAC_2_SQRT_PI)?;
+            b.mul(scale, gaussian)
+        }
+    }
+}
+
+/// `(d/dy, d/dx)` of `atan2(y, x)`: `x / (x² + y²)` and `-y / (x² + y²)`.
+fn atan2_factors(b: &Builder, y: V, x: V) -> AdResult<(V, V)> {
+    let xx = b.mul(x, x)?;
+    let yy = b.mul(y, y)?;
+    let denominator = b.add(xx, yy)?;
+    let dy = b.div(x, denominator)?;
+    let over = b.div(y, denominator)?;
+    Ok((dy, b.neg(over)?))
 }
 
 fn pow_lhs_factor(b: &Builder, x: V, y: V) -> AdResult<V> {
@@ -1404,6 +1450,13 @@ fn transpose_rule(b: &Builder, operation: MlirOperation, ct: V) -> AdResult<Vec<
             let total = b.reduce_sum(ct, &all)?;
             let inner = b.reduce_sum(operand_ct, &all)?;
             vec![Some(operand_ct), Some(b.sub(total, inner)?)]
+        }
+        "fx.asin" | "fx.acos" | "fx.atan" | "fx.erf" => {
+            vec![Some(b.mul(ct, inverse_trig_factor(b, &name, args[0])?)?)]
+        }
+        "fx.atan2" => {
+            let (dy, dx) = atan2_factors(b, args[0], args[1])?;
+            vec![Some(b.mul(ct, dy)?), Some(b.mul(ct, dx)?)]
         }
         "fx.reverse" => vec![Some(
             b.reverse(ct, &i64s_attribute(operation, "dimensions")?)?,

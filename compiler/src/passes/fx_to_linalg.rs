@@ -156,7 +156,16 @@ impl<'c, 'a> Lowering<'c, 'a> {
                     }
                 }
             }
-            "exp" | "log" | "log1p" | "expm1" | "sin" | "cos" | "tanh" | "sqrt" | "floor" => {
+            "round" => {
+                let x = operand(0)?;
+                if kind(x.r#type())? != Kind::Float {
+                    return Ok(x);
+                }
+                self.op("math.roundeven", &[x], result_type, &[])
+            }
+            "atan2" => self.op("math.atan2", &[operand(0)?, operand(1)?], result_type, &[]),
+            "exp" | "log" | "log1p" | "expm1" | "sin" | "cos" | "tanh" | "sqrt" | "floor"
+            | "asin" | "acos" | "atan" | "erf" => {
                 let x = operand(0)?;
                 if kind(x.r#type())? != Kind::Float {
                     return Err(String::from("expects a float operand"));

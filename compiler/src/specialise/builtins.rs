@@ -86,6 +86,14 @@ const FUNCTIONS: &[&str] = &[
     "jax.numpy.matmul",
     "jax.numpy.reshape",
     "jax.numpy.ravel",
+    "jax.numpy.round",
+    "jax.numpy.arcsin",
+    "jax.numpy.arccos",
+    "jax.numpy.arctan",
+    "jax.numpy.arctan2",
+    "jax.scipy.special.erf",
+    "jax.lax.erf",
+    "jax.lax.atan2",
     "jax.numpy.flip",
     "jax.numpy.concatenate",
     "jax.numpy.stack",
@@ -1165,6 +1173,48 @@ pub fn call(
                 &permutation,
             )))
         }
+        "round" => {
+            let x = args.array(interp, 0, "a")?;
+            let decimals = match args.get(1, "decimals") {
+                Some(d) => static_int(&d, span)?,
+                None => 0,
+            };
+            if decimals == 0 || !x.ty.dtype.is_float() {
+                return Ok(Value::Array(interp.emit.unary(span, Unary::Round, &x)));
+            }
+            let scale = interp.emit.constant(
+                span,
+                &[10f64.powi(decimals as i32)],
+                ArrayType::new(x.ty.dtype, x.ty.shape.clone()),
+            );
+            let scaled = interp.emit.binary(span, Binary::Mul, &x, &scale);
+            let rounded = interp.emit.unary(span, Unary::Round, &scaled);
+            Ok(Value::Array(interp.emit.binary(
+                span,
+                Binary::Div,
+                &rounded,
+                &scale,
+            )))
+        }
+        "arctan2" | "atan2" => {
+            let y = args.array(interp, 0, "x1")?;
+            let x = args.array(interp, 1, "x2")?;
+            let (y, x) = interp.emit.unify(span, &y, &x)?;
+            let (y, x) = if y.ty.dtype.is_float() {
+                (y, x)
+            } else {
+                (
+                    interp.emit.convert(span, &y, DType::F32),
+                    interp.emit.convert(span, &x, DType::F32),
+                )
+            };
+            Ok(Value::Array(interp.emit.binary(
+                span,
+                Binary::Atan2,
+                &y,
+                &x,
+            )))
+        }
         "ravel" => {
             let x = args.array(interp, 0, "a")?;
             let n = x.ty.size();
@@ -1214,6 +1264,10 @@ fn unary_op(short: &str) -> Option<Unary> {
         "sign" => Unary::Sign,
         "floor" => Unary::Floor,
         "negative" | "neg" => Unary::Neg,
+        "arcsin" | "asin" => Unary::Asin,
+        "arccos" | "acos" => Unary::Acos,
+        "arctan" | "atan" => Unary::Atan,
+        "erf" => Unary::Erf,
         _ => return None,
     })
 }

@@ -35,6 +35,7 @@ pub enum Binary {
     Min,
     And,
     Or,
+    Atan2,
 }
 
 /// Elementwise unary ops of fx.
@@ -53,6 +54,11 @@ pub enum Unary {
     Sign,
     Floor,
     Not,
+    Round,
+    Asin,
+    Acos,
+    Atan,
+    Erf,
 }
 
 impl Unary {
@@ -71,6 +77,11 @@ impl Unary {
             Unary::Sign => "sign",
             Unary::Floor => "floor",
             Unary::Not => "logical_not",
+            Unary::Round => "round",
+            Unary::Asin => "arcsin",
+            Unary::Acos => "arccos",
+            Unary::Atan => "arctan",
+            Unary::Erf => "erf",
         }
     }
 
@@ -86,6 +97,10 @@ impl Unary {
                 | Unary::Cos
                 | Unary::Tanh
                 | Unary::Sqrt
+                | Unary::Asin
+                | Unary::Acos
+                | Unary::Atan
+                | Unary::Erf
         )
     }
 }
@@ -635,6 +650,7 @@ impl<'c, 'a> Emitter<'c, 'a> {
             Binary::Min => fx::min(location, lhs, rhs),
             Binary::And => fx::and(location, lhs, rhs),
             Binary::Or => fx::or(location, lhs, rhs),
+            Binary::Atan2 => fx::atan2(location, lhs, rhs),
         };
         self.push(operation, a.ty.clone())
     }
@@ -665,6 +681,11 @@ impl<'c, 'a> Emitter<'c, 'a> {
             Unary::Sign => fx::sign(location, operand),
             Unary::Floor => fx::floor(location, operand),
             Unary::Not => fx::not(location, operand),
+            Unary::Round => fx::round(location, operand),
+            Unary::Asin => fx::asin(location, operand),
+            Unary::Acos => fx::acos(location, operand),
+            Unary::Atan => fx::atan(location, operand),
+            Unary::Erf => fx::erf(location, operand),
         };
         self.push(operation, a.ty)
     }

@@ -28,9 +28,10 @@ swish = silu
 
 
 def gelu(x, approximate=True):
-    assert approximate, "gelu(approximate=False) needs erf, which is not supported yet"
-    cdf = 0.5 * (1.0 + jnp.tanh(0.7978845608028654 * (x + 0.044715 * (x ** 3))))
-    return x * cdf
+    if approximate:
+        cdf = 0.5 * (1.0 + jnp.tanh(0.7978845608028654 * (x + 0.044715 * (x ** 3))))
+        return x * cdf
+    return x * 0.5 * (1.0 + lax.erf(x * 0.7071067811865476))
 
 
 def elu(x, alpha=1.0):
