@@ -205,6 +205,7 @@ pub enum ReduceKind {
     Sum,
     Max,
     Min,
+    Prod,
 }
 
 impl ReduceKind {
@@ -213,13 +214,19 @@ impl ReduceKind {
             ReduceKind::Sum => "sum",
             ReduceKind::Max => "max",
             ReduceKind::Min => "min",
+            ReduceKind::Prod => "prod",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [ReduceKind::Sum, ReduceKind::Max, ReduceKind::Min]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        [
+            ReduceKind::Sum,
+            ReduceKind::Max,
+            ReduceKind::Min,
+            ReduceKind::Prod,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
     }
 }
 

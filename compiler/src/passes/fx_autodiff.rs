@@ -872,6 +872,27 @@ impl<'c> Builder<'c, '_> {
         )
     }
 
+    fn reduce(&self, kind: &str, a: V, axes: &[i64]) -> AdResult<V> {
+        if axes.is_empty() {
+            return Ok(a);
+        }
+        let shape: Vec<i64> = self
+            .shape(a)?
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(&(*i as i64)))
+            .map(|(_, d)| *d)
+            .collect();
+        let ty = tensor_type(&shape, element(self.ty(a))?);
+        let kind = StringAttribute::new(self.context, kind).into();
+        self.op(
+            "fx.reduce",
+            &[a],
+            ty,
+            &[("kind", kind), ("axes", self.array(axes))],
+        )
+    }
+
     fn integer_pow(&self, a: V, exponent: i64) -> AdResult<V> {
         let exponent =
             IntegerAttribute::new(IntegerType::new(self.context, 64).into(), exponent).into();
@@ -1134,6 +1155,19 @@ fn jvp_rule(b: &Builder, operation: MlirOperation, tangents: &[Option<V>]) -> Ad
             .transpose()?,
         "fx.reshape" => t(0).map(|x| b.reshape(x, b.ty(z))).transpose()?,
         "fx.reduce" => match string_attribute(operation, "kind")?.as_str() {
+            "prod" => match t(0) {
+                Some(x) => {
+                    let axes = i64s_attribute(operation, "axes")?;
+                    let (permutation, flat, products) = exclusive_products(b, args[0], &axes)?;
+                    let moved = b.transpose(x, &permutation)?;
+                    let flat_t = b.reshape(moved, b.ty(products))?;
+                    let _ = flat;
+                    let weighted = b.mul(flat_t, products)?;
+                    let last = b.shape(weighted)?.len() as i64 - 1;
+                    Some(b.reduce_sum(weighted, &[last])?)
+                }
+                None => None,
+            },
             "sum" => t(0)
                 .map(|x| b.reduce_sum(x, &i64s_attribute(operation, "axes")?))
                 .transpose()?,
@@ -1289,6 +1323,53 @@ fn integer_pow_factor(b: &Builder, x: V, k: i64) -> AdResult<V> {
     }
 }
 
+/// For `reduce prod` over `axes` of `x`: the reduced axes moved last and flattened to one of
+/// size `n`, and for each element the product of the others (`P[..., i] = prod_{j != i} x_j`),
+/// computed without dividing, so zeros are handled. Returns (permutation, flat shape, P).
+fn exclusive_products(b: &Builder, x: V, axes: &[i64]) -> AdResult<(Vec<i64>, Vec<i64>, V)> {
+    let shape = b.shape(x)?;
+    let rank = shape.len() as i64;
+    let kept: Vec<i64> = (0..rank).filter(|d| !axes.contains(d)).collect();
+    let mut permutation = kept.clone();
+    permutation.extend(axes.iter().copied());
+    let moved = b.transpose(x, &permutation)?;
+    let n: i64 = axes.iter().map(|a| shape[*a as usize]).product();
+    let mut flat: Vec<i64> = kept.iter().map(|d| shape[*d as usize]).collect();
+    flat.push(n);
+    let element_type = element(b.ty(x))?;
+    let flat_x = b.reshape(moved, tensor_type(&flat, element_type))?;
+    let k = kept.len() as i64;
+    let mut square = flat.clone();
+    square.push(n);
+    let mut dims: Vec<i64> = (0..k).collect();
+    dims.push(k + 1);
+    let spread = b.broadcast(flat_x, &dims, tensor_type(&square, element_type))?;
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "[{}]",
+                (0..n)
+                    .map(|j| if i == j { "true" } else { "false" })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    let eye_type = tensor_type(&[n, n], IntegerType::new(b.context, 1).into());
+    let text = format!("dense<[{}]> : {eye_type}", rows.join(", "));
+    let eye = Attribute::parse(b.context, &text).ok_or("cannot build an identity mask")?;
+    let eye = b.op("fx.constant", &[], eye_type, &[("value", eye)])?;
+    let eye = b.broadcast(
+        eye,
+        &[k, k + 1],
+        tensor_type(&square, IntegerType::new(b.context, 1).into()),
+    )?;
+    let ones = b.splat(tensor_type(&square, element_type), 1.0)?;
+    let masked = b.select(eye, ones, spread)?;
+    let products = b.reduce("prod", masked, &[k + 1])?;
+    Ok((permutation, flat, products))
+}
+
 /// For `reduce max/min`: where the operand equals the answer (1.0 or 0.0), and how many times.
 fn chooser_mask(b: &Builder, operation: MlirOperation) -> AdResult<(V, V)> {
     let x = operands(operation)[0];
@@ -1394,6 +1475,23 @@ fn transpose_rule(b: &Builder, operation: MlirOperation, ct: V) -> AdResult<Vec<
             let kept: Vec<i64> = (0..rank).filter(|d| !axes.contains(d)).collect();
             match string_attribute(operation, "kind")?.as_str() {
                 "sum" => vec![Some(b.broadcast(ct, &kept, b.ty(args[0]))?)],
+                "prod" => {
+                    let (permutation, flat, products) = exclusive_products(b, args[0], &axes)?;
+                    let k = flat.len() as i64 - 1;
+                    let spread = b.broadcast(ct, &(0..k).collect::<Vec<_>>(), b.ty(products))?;
+                    let weighted = b.mul(spread, products)?;
+                    let moved_shape: Vec<i64> = permutation
+                        .iter()
+                        .map(|p| b.shape(args[0]).map(|s| s[*p as usize]))
+                        .collect::<AdResult<_>>()?;
+                    let unflat =
+                        b.reshape(weighted, tensor_type(&moved_shape, element(b.ty(args[0]))?))?;
+                    let mut inverse = vec![0i64; permutation.len()];
+                    for (i, p) in permutation.iter().enumerate() {
+                        inverse[*p as usize] = i as i64;
+                    }
+                    vec![Some(b.transpose(unflat, &inverse)?)]
+                }
                 _ => {
                     let (mask, counts) = chooser_mask(b, operation)?;
                     let share = b.div(ct, counts)?;

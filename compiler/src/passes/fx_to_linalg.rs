@@ -807,6 +807,8 @@ impl<'c, 'a> Lowering<'c, 'a> {
             ),
             ("max", Kind::Bool) => String::from("0"),
             ("min", Kind::Bool) => String::from("1"),
+            ("prod", Kind::Float) => String::from("1.0"),
+            ("prod", _) => String::from("1"),
             (other, _) => return Err(format!("unknown reduction {other}")),
         };
         let identity = if k == Kind::Float && bit_width(ty)? == 64 && identity.starts_with("0x") {
@@ -858,6 +860,9 @@ impl<'c, 'a> Lowering<'c, 'a> {
             ("max", Kind::Int) => "arith.maxsi",
             ("min", Kind::Int) => "arith.minsi",
             ("max", Kind::Bool) => "arith.maxui",
+            ("prod", Kind::Float) => "arith.mulf",
+            ("prod", Kind::Int) => "arith.muli",
+            ("prod", Kind::Bool) => "arith.andi",
             _ => "arith.minui",
         };
         let location = self.location;

@@ -86,6 +86,7 @@ const FUNCTIONS: &[&str] = &[
     "jax.numpy.matmul",
     "jax.numpy.reshape",
     "jax.numpy.ravel",
+    "jax.numpy.prod",
     "jax.numpy.round",
     "jax.numpy.arcsin",
     "jax.numpy.arccos",
@@ -624,7 +625,7 @@ pub fn call(
             let y = args.array(interp, 2, "y")?;
             Ok(Value::Array(where_(interp, &condition, &x, &y, span)?))
         }
-        "sum" | "max" | "min" | "mean" => {
+        "sum" | "max" | "min" | "mean" | "prod" => {
             let x = args.array(interp, 0, "a")?;
             let axis = args.get(1, "axis");
             let keepdims = match args.get(99, "keepdims") {
@@ -2278,7 +2279,7 @@ fn reduction(
     axes.sort_unstable();
     axes.dedup();
     let mut x = x.clone();
-    if x.ty.dtype == DType::Bool && matches!(kind, "sum" | "mean") {
+    if x.ty.dtype == DType::Bool && matches!(kind, "sum" | "mean" | "prod") {
         x = interp.emit.convert(span, &x, DType::I32);
     }
     if kind == "mean" && !x.ty.dtype.is_float() {
@@ -2294,6 +2295,7 @@ fn reduction(
     let reduce_kind = match kind {
         "max" => ReduceKind::Max,
         "min" => ReduceKind::Min,
+        "prod" => ReduceKind::Prod,
         _ => ReduceKind::Sum,
     };
     let mut result = interp.emit.reduce(span, reduce_kind, &x, &axes);
