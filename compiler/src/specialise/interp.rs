@@ -616,6 +616,20 @@ impl<'c, 'a> Interp<'c, 'a> {
             .label("called here")
             .help(signature_help(closure)));
         }
+        let mut sizes = std::collections::HashMap::new();
+        for param in params {
+            if let (Some(annotation), Some(value)) = (
+                &param.annotation,
+                local.names.borrow().get(&param.name.text),
+            ) {
+                check_annotation(
+                    annotation,
+                    value,
+                    &format!("argument `{}`", param.name.text),
+                    &mut sizes,
+                )?;
+            }
+        }
         self.calls.push(Rc::as_ptr(closure));
         let result = match &closure.body {
             FunctionBody::Def(def) => self.exec_block(&def.body, &local).map(|flow| match flow {
@@ -625,6 +639,16 @@ impl<'c, 'a> Interp<'c, 'a> {
             FunctionBody::Lambda(body) => self.eval(body, &local),
         };
         self.calls.pop();
+        if let (Ok(value), FunctionBody::Def(def)) = (&result, &closure.body)
+            && let Some(annotation) = &def.returns
+        {
+            check_annotation(
+                annotation,
+                value,
+                &format!("the result of `{name}`"),
+                &mut sizes,
+            )?;
+        }
         result
     }
 
@@ -1075,4 +1099,98 @@ fn rebuild_carry(
         )),
         _ => leaves.next().map_or(Value::None, Value::Array),
     }
+}
+
+/// Checks a value against an array annotation such as `f32[n, 3]` (shape names unify across
+/// one call through `sizes`). Other annotations (`int`, `jax.Array`, ...) are not checked.
+fn check_annotation(
+    annotation: &Expr,
+    value: &Value,
+    what: &str,
+    sizes: &mut std::collections::HashMap<String, i64>,
+) -> DResult<()> {
+    use super::value::{DType, shape_repr};
+    let ExprKind::Subscript {
+        value: dtype,
+        index,
+    } = &annotation.kind
+    else {
+        return Ok(());
+    };
+    let ExprKind::Name(dtype_name) = &dtype.kind else {
+        return Ok(());
+    };
+    let Some(dtype) = DType::parse(dtype_name) else {
+        return Ok(());
+    };
+    let dims: Vec<&Expr> = match &index.kind {
+        ExprKind::Tuple(items) => items.iter().collect(),
+        _ => vec![index.as_ref()],
+    };
+    let (got_dtype, shape) = match value {
+        Value::Array(traced) => (traced.ty.dtype, traced.ty.shape.clone()),
+        Value::Float(_) => (DType::F32, vec![]),
+        Value::Int(_) => (DType::I32, vec![]),
+        Value::Bool(_) => (DType::Bool, vec![]),
+        other => {
+            return Err(Diagnostic::new(
+                "ferrax::annotation",
+                annotation.span,
+                format!("{what} is {}, not an array", other.describe()),
+            )
+            .label("annotated as an array"));
+        }
+    };
+    let weak = matches!(value, Value::Float(_) | Value::Int(_))
+        || matches!(value, Value::Array(t) if t.ty.weak);
+    let dtype_ok = got_dtype == dtype
+        || (weak && (dtype.is_float() || (dtype.is_int() && got_dtype.is_int())));
+    let mismatch = |detail: String| {
+        Diagnostic::new(
+            "ferrax::annotation",
+            annotation.span,
+            format!("{what} does not match its annotation: {detail}"),
+        )
+        .label(format!("got {}{}", got_dtype.name(), shape_repr(&shape)))
+    };
+    if !dtype_ok {
+        return Err(mismatch(format!(
+            "the dtype is {}, the annotation says {}",
+            got_dtype.name(),
+            dtype.name()
+        )));
+    }
+    // `f32[]` is a scalar; `f32[()]` too.
+    let dims: Vec<&Expr> = dims
+        .into_iter()
+        .filter(|d| !matches!(&d.kind, ExprKind::Tuple(items) if items.is_empty()))
+        .collect();
+    if dims.len() != shape.len() {
+        return Err(mismatch(format!(
+            "the rank is {}, the annotation has {}",
+            shape.len(),
+            dims.len()
+        )));
+    }
+    for (dim, size) in dims.iter().zip(&shape) {
+        match &dim.kind {
+            ExprKind::Int(expected) if expected != size => {
+                return Err(mismatch(format!(
+                    "a dimension is {size} where the annotation says {expected}"
+                )));
+            }
+            ExprKind::Name(name) => match sizes.get(name) {
+                Some(bound) if bound != size => {
+                    return Err(mismatch(format!(
+                        "`{name}` is {bound} elsewhere in this call but {size} here"
+                    )));
+                }
+                _ => {
+                    sizes.insert(name.clone(), *size);
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(())
 }

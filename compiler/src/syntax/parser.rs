@@ -1029,6 +1029,13 @@ impl Parser {
     /// The inside of `[...]`: one index, a slice, or a tuple of them.
     fn subscript(&mut self) -> PResult<Expr> {
         let start = self.span();
+        // `f32[]` (a scalar in a shape annotation) is an empty index, as `x[()]`.
+        if self.at_op("]") {
+            return Ok(Expr {
+                span: start,
+                kind: ExprKind::Tuple(vec![]),
+            });
+        }
         let first = self.slice_item()?;
         if !self.at_op(",") {
             return Ok(first);
@@ -1272,6 +1279,13 @@ mod tests {
             panic!("not a subscript")
         };
         assert!(matches!(&index.kind, ExprKind::Tuple(items) if items.len() == 3));
+    }
+
+    #[test]
+    fn empty_subscripts_are_scalar_annotations() {
+        assert!(
+            matches!(expr("f32[]"), ExprKind::Subscript { index, .. } if index.kind == ExprKind::Tuple(vec![]))
+        );
     }
 
     #[test]
