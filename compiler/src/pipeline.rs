@@ -39,7 +39,7 @@ pub const STAGES: &[Stage] = &[
         name: "bufferized",
         rust_passes: &[],
         pipeline: "builtin.module(one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map allow-return-allocs-from-loops},\
-                   buffer-results-to-out-params{hoist-static-allocs modify-public-functions},ownership-based-buffer-deallocation,canonicalize,buffer-deallocation-simplification,bufferization-lower-deallocations,canonicalize)",
+                   buffer-results-to-out-params{modify-public-functions},ownership-based-buffer-deallocation,canonicalize,buffer-deallocation-simplification,bufferization-lower-deallocations,canonicalize)",
     },
     Stage {
         name: "llvm-mlir",

@@ -1356,7 +1356,11 @@ fn exclusive_products(b: &Builder, x: V, axes: &[i64]) -> AdResult<(Vec<i64>, Ve
         })
         .collect();
     let eye_type = tensor_type(&[n, n], IntegerType::new(b.context, 1).into());
-    let text = format!("dense<[{}]> : {eye_type}", rows.join(", "));
+    let text = if n == 0 {
+        format!("dense<false> : {eye_type}")
+    } else {
+        format!("dense<[{}]> : {eye_type}", rows.join(", "))
+    };
     let eye = Attribute::parse(b.context, &text).ok_or("cannot build an identity mask")?;
     let eye = b.op("fx.constant", &[], eye_type, &[("value", eye)])?;
     let eye = b.broadcast(

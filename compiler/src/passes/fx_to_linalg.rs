@@ -110,6 +110,10 @@ impl<'c, 'a> Lowering<'c, 'a> {
         let result_type = operation.result(0).map_err(|e| e.to_string())?.r#type();
         let operand = |i: usize| operation.operand(i).map_err(|e| e.to_string());
         let mnemonic = name.trim_start_matches("fx.");
+        if shape(result_type)?.contains(&0) {
+            // A tensor without elements has no contents to compute.
+            return self.empty(result_type);
+        }
         match mnemonic {
             "constant" => {
                 let value = operation.attribute("value").map_err(|e| e.to_string())?;

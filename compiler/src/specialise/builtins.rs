@@ -950,9 +950,10 @@ pub fn call(
         "split" => {
             let x = args.array(interp, 0, "ary")?;
             let axis = match args.get(2, "axis") {
-                Some(axis) => axis_index(static_int(&axis, span)?, x.ty.shape.len(), span)?,
+                Some(axis) => static_int(&axis, span)?,
                 None => 0,
-            } as usize;
+            };
+            let axis = axis_index(axis, x.ty.shape.len(), span)? as usize;
             let n = x.ty.shape[axis];
             let bounds: Vec<i64> = match args.required(1, "indices_or_sections")? {
                 Value::Int(sections) => {

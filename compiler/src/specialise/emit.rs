@@ -782,6 +782,11 @@ impl<'c, 'a> Emitter<'c, 'a> {
             shape,
             weak: a.ty.weak,
         };
+        if a.ty.size() == 0 || ty.size() == 0 {
+            // Padding an empty array gives only padding.
+            let values = if ty.size() == 0 { vec![] } else { vec![value] };
+            return self.constant(span, &values, ty);
+        }
         let padding = self.constant(span, &[value], ArrayType::new(a.ty.dtype, vec![]));
         let location = self.location(span);
         let operation = fx::pad(
@@ -1007,6 +1012,10 @@ impl Emitter<'_, '_> {
             shape,
             weak: a.ty.weak,
         };
+        if ty.size() == 0 {
+            // An empty slice reads nothing: an empty constant (MLIR rejects its offsets).
+            return self.constant(span, &[], ty);
+        }
         let location = self.location(span);
         let operation = fx::slice(
             self.context,
