@@ -74,31 +74,50 @@ impl Drop for Engine {
     }
 }
 
-/// JIT-compiles `module` and calls `function` on `inputs`, writing into fresh arrays shaped
-/// like `outputs`.
+/// A JIT-compiled entry function, callable many times.
+pub struct Compiled {
+    engine: Engine,
+    function: String,
+}
+
+impl Compiled {
+    /// JIT-compiles `module` (at `llvm-mlir`) for calls of `function`.
+    pub fn new(module: &Module, function: &str) -> Result<Self, String> {
+        Ok(Self {
+            engine: Engine::new(module)?,
+            function: function.to_string(),
+        })
+    }
+
+    /// Calls the function on `inputs`, writing into `outputs` (allocated by the caller, shaped
+    /// like the results).
+    pub fn call(&self, inputs: &[Array], outputs: &mut [Array]) -> Result<(), String> {
+        let mut descriptors: Vec<Vec<i64>> = vec![];
+        for input in inputs {
+            descriptors.push(descriptor(input.data.as_ptr() as i64, &input.shape));
+        }
+        for output in outputs.iter_mut() {
+            descriptors.push(descriptor(output.data.as_mut_ptr() as i64, &output.shape));
+        }
+        let mut pointers: Vec<*mut i64> = descriptors.iter_mut().map(|d| d.as_mut_ptr()).collect();
+        let mut arguments: Vec<*mut ()> = pointers
+            .iter_mut()
+            .map(|p| p as *mut *mut i64 as *mut ())
+            .collect();
+        // The C API calls the `_mlir_ciface_` wrapper of `function`.
+        // Safety: each argument points at a descriptor of a live buffer of the entry's shape.
+        unsafe { self.engine.invoke(&self.function, &mut arguments) }
+    }
+}
+
+/// JIT-compiles `module` and calls `function` once on `inputs`, writing into `outputs`.
 pub fn run_jit(
     module: &Module,
     function: &str,
     inputs: &[Array],
-    outputs: Vec<Array>,
+    mut outputs: Vec<Array>,
 ) -> Result<Vec<Array>, String> {
-    let engine = Engine::new(module)?;
-    let mut outputs = outputs;
-    let mut descriptors: Vec<Vec<i64>> = vec![];
-    for input in inputs {
-        descriptors.push(descriptor(input.data.as_ptr() as i64, &input.shape));
-    }
-    for output in outputs.iter_mut() {
-        descriptors.push(descriptor(output.data.as_mut_ptr() as i64, &output.shape));
-    }
-    let mut pointers: Vec<*mut i64> = descriptors.iter_mut().map(|d| d.as_mut_ptr()).collect();
-    let mut arguments: Vec<*mut ()> = pointers
-        .iter_mut()
-        .map(|p| p as *mut *mut i64 as *mut ())
-        .collect();
-    // The C API calls the `_mlir_ciface_` wrapper of `function`.
-    // Safety: each argument points at a descriptor of a live buffer of the entry's shape.
-    unsafe { engine.invoke(function, &mut arguments) }?;
+    Compiled::new(module, function)?.call(inputs, &mut outputs)?;
     Ok(outputs)
 }
 

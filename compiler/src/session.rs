@@ -97,6 +97,22 @@ impl Value {
     }
 }
 
+/// Timings of `Session::bench`.
+pub struct Bench {
+    /// Tracing, the pass pipeline and the JIT's compilation.
+    pub compile: std::time::Duration,
+    /// Each timed call.
+    pub calls: Vec<std::time::Duration>,
+}
+
+fn jit_error(message: String) -> Error {
+    Error::Internal(InternalError {
+        stage: "jit",
+        messages: vec![message],
+        ir: String::new(),
+    })
+}
+
 /// An argument of `run`: a literal (its text) or an array.
 pub enum RunArg {
     Literal(String),
@@ -151,6 +167,63 @@ impl Session {
     /// Calls the module's function `function` on `args` (literals are traced as JAX's `jit`
     /// would, `.npy` arrays are inputs).
     pub fn run(&mut self, function: &str, args: Vec<RunArg>) -> Result<Value, Error> {
+        let (entry, inputs) = self.call_entry(function, args)?;
+        self.execute(&entry, &sanitise(function), inputs)
+    }
+
+    /// Compiles `function` for `args`, then calls it `warmup` times and `iterations` more
+    /// times, timing each of those calls (as `%timeit`, after a warm-up).
+    pub fn bench(
+        &mut self,
+        function: &str,
+        args: Vec<RunArg>,
+        warmup: usize,
+        iterations: usize,
+    ) -> Result<Bench, Error> {
+        let (entry, inputs) = self.call_entry(function, args)?;
+        let name = sanitise(function);
+        let started = std::time::Instant::now();
+        let context = ferrax_dialects::create_context();
+        let mut traced = specialise::trace(
+            &context,
+            &self.sources,
+            &self.prelude,
+            &self.module,
+            &entry,
+            &name,
+        )?;
+        let mut leaves = vec![];
+        collect_leaves(&traced.output, &mut leaves);
+        pipeline::run_until(&context, &mut traced.module, "llvm-mlir", self.options)?;
+        let compiled = backend::Compiled::new(&traced.module, &name).map_err(jit_error)?;
+        let compile = started.elapsed();
+        let mut outputs: Vec<Array> = leaves
+            .iter()
+            .map(|ty| {
+                Array::zeros(
+                    runtime_dtype(ty.dtype),
+                    ty.shape.iter().map(|d| *d as usize).collect(),
+                )
+            })
+            .collect();
+        for _ in 0..warmup {
+            compiled.call(&inputs, &mut outputs).map_err(jit_error)?;
+        }
+        let mut calls = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let start = std::time::Instant::now();
+            compiled.call(&inputs, &mut outputs).map_err(jit_error)?;
+            calls.push(start.elapsed());
+        }
+        Ok(Bench { compile, calls })
+    }
+
+    /// The entry for calling `function` on `args`, and the input arrays.
+    fn call_entry(
+        &mut self,
+        function: &str,
+        args: Vec<RunArg>,
+    ) -> Result<(Entry, Vec<Array>), Error> {
         let call_span = Span::new(FileId(0), 0, 0);
         let mut entry_args = vec![];
         let mut inputs = vec![];
@@ -188,7 +261,7 @@ impl Session {
             span: call_span,
             args: entry_args,
         };
-        self.execute(&entry, &sanitise(function), inputs)
+        Ok((entry, inputs))
     }
 
     /// Compiles `function` for the signature `signature` (`"x: f32[3], y: f32[3]"`) and

@@ -46,6 +46,21 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Time a function: compile once, warm up, then time repeated calls (like `%timeit`).
+    Bench {
+        file: PathBuf,
+        function: String,
+        args: Vec<String>,
+        /// Untimed calls first.
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        /// Timed calls.
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+        /// Run op by op in an interpreter instead of compiled code.
+        #[arg(long)]
+        eager: bool,
+    },
     /// Compile a function for a signature and print the IR at a stage.
     Compile {
         file: PathBuf,
@@ -136,19 +151,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let mut session = open(&file)?;
             session.options = options;
-            let mut run_args = vec![];
-            for arg in args {
-                run_args.push(match arg.strip_prefix('@') {
-                    Some(path) => {
-                        let bytes = std::fs::read(path)
-                            .map_err(|e| Failure::Usage(format!("cannot read {path}: {e}")))?;
-                        RunArg::Array(
-                            read_npy(&bytes).map_err(|e| Failure::Usage(format!("{path}: {e}")))?,
-                        )
-                    }
-                    None => RunArg::Literal(arg),
-                });
-            }
+            let run_args = run_arguments(args)?;
             let value = session
                 .run(&function, run_args)
                 .map_err(|e| report(&session.sources, e))?;
@@ -156,6 +159,42 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Some(dir) => write_outputs(&dir, &value)?,
                 None => print_value(&value, format),
             }
+        }
+        Command::Bench {
+            file,
+            function,
+            args,
+            warmup,
+            iterations,
+            eager,
+        } => {
+            if eager {
+                return Err(Failure::Usage(String::from(
+                    "--eager (the op-by-op interpreter) is not supported yet",
+                )));
+            }
+            if iterations == 0 {
+                return Err(Failure::Usage(String::from(
+                    "--iterations must be at least 1",
+                )));
+            }
+            let mut session = open(&file)?;
+            session.options = options;
+            let run_args = run_arguments(args)?;
+            let bench = session
+                .bench(&function, run_args, warmup, iterations)
+                .map_err(|e| report(&session.sources, e))?;
+            let mut calls = bench.calls.clone();
+            calls.sort();
+            let median = calls[calls.len() / 2];
+            println!(
+                "compile {}; {} calls: median {}, min {}, max {}",
+                duration(bench.compile),
+                calls.len(),
+                duration(median),
+                duration(calls[0]),
+                duration(calls[calls.len() - 1])
+            );
         }
         Command::Compile {
             file,
@@ -183,6 +222,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Literal arguments, or `@path.npy` files.
+fn run_arguments(args: Vec<String>) -> Result<Vec<RunArg>, Failure> {
+    let mut run_args = vec![];
+    for arg in args {
+        run_args.push(match arg.strip_prefix('@') {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| Failure::Usage(format!("cannot read {path}: {e}")))?;
+                RunArg::Array(read_npy(&bytes).map_err(|e| Failure::Usage(format!("{path}: {e}")))?)
+            }
+            None => RunArg::Literal(arg),
+        });
+    }
+    Ok(run_args)
+}
+
+/// `1.23 ms`, `456 µs`, `78 ns`.
+fn duration(d: std::time::Duration) -> String {
+    let nanos = d.as_nanos() as f64;
+    if nanos >= 1e9 {
+        format!("{:.3} s", nanos / 1e9)
+    } else if nanos >= 1e6 {
+        format!("{:.3} ms", nanos / 1e6)
+    } else if nanos >= 1e3 {
+        format!("{:.2} µs", nanos / 1e3)
+    } else {
+        format!("{nanos:.0} ns")
+    }
 }
 
 fn open(path: &Path) -> Result<Session, Failure> {

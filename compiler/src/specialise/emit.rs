@@ -124,6 +124,9 @@ pub struct Emitter<'c, 'a> {
     values: Vec<(MlirValue, usize)>,
     /// Copies of constants made in inner functions: (block id, value) to the copy.
     copies: RefCell<HashMap<(usize, usize), MlirValue>>,
+    /// Values of enclosing functions that an inner function uses, each turned into a new
+    /// parameter of the inner function: (function block id, the outer value, the parameter).
+    captures: RefCell<Vec<(usize, Traced, MlirValue)>>,
     /// Set when a value is used in a function other than the one that defines it.
     escaped: Cell<bool>,
     /// The exact values of small constants, so a conversion makes a new constant instead of
@@ -144,6 +147,7 @@ impl<'c, 'a> Emitter<'c, 'a> {
             escaped: Cell::new(false),
             exact: HashMap::new(),
             copies: RefCell::new(HashMap::new()),
+            captures: RefCell::new(vec![]),
         }
     }
 
@@ -182,20 +186,28 @@ impl<'c, 'a> Emitter<'c, 'a> {
     }
 
     /// Ends the innermost function, returning `results`, as `func.func @name`. Entry
-    /// functions are public with the C interface; the others are private.
+    /// functions are public with the C interface; the others are private. Returns the values
+    /// of enclosing functions it captured: they are its last parameters, in order.
     pub fn end_function(
         &mut self,
         name: &str,
         results: &[Traced],
         entry: bool,
         location: Location<'c>,
-    ) {
+    ) -> Vec<Traced> {
         let values: Vec<melior::ir::Value<'c, '_>> =
             results.iter().map(|t| self.value(t)).collect();
         let result_types: Vec<Type<'c>> = results.iter().map(|t| self.tensor_type(&t.ty)).collect();
         self.append(func::r#return(&values, location));
-        let (_, block) = self.blocks.pop().expect("a function is open");
+        let (id, block) = self.blocks.pop().expect("a function is open");
         self.functions_open.pop();
+        let captured: Vec<Traced> = {
+            let mut captures = self.captures.borrow_mut();
+            let (mine, others): (Vec<_>, Vec<_>) =
+                captures.drain(..).partition(|(f, _, _)| *f == id);
+            *captures = others;
+            mine.into_iter().map(|(_, traced, _)| traced).collect()
+        };
         let input_types: Vec<Type<'c>> = (0..block.argument_count())
             .map(|i| block.argument(i).expect("argument exists").r#type())
             .collect();
@@ -222,6 +234,7 @@ impl<'c, 'a> Emitter<'c, 'a> {
             &attributes,
             location,
         ));
+        captured
     }
 
     /// Ends the innermost region block with the terminator `name` on `operands` (a leading raw
@@ -310,14 +323,45 @@ impl<'c, 'a> Emitter<'c, 'a> {
         } else {
             match current.and_then(|current| self.copy_constant(current, raw)) {
                 Some(copy) => copy,
-                None => {
-                    self.escaped.set(true);
-                    raw
-                }
+                None => match self.capture(traced, block) {
+                    Some(parameter) => parameter,
+                    None => {
+                        self.escaped.set(true);
+                        raw
+                    }
+                },
             }
         };
         // Safety: the value belongs to a block of this emitter, alive until the module is built.
         unsafe { melior::ir::Value::from_raw(raw) }
+    }
+
+    /// Makes a value of an enclosing, still open function a new parameter of the innermost
+    /// function (closure conversion); the caller passes the value (see `end_function`).
+    fn capture(&self, traced: &Traced, defining_block: usize) -> Option<MlirValue> {
+        let function = *self.functions_open.last()?;
+        if !self.blocks.iter().any(|(id, _)| *id == defining_block) || defining_block >= function {
+            return None;
+        }
+        if let Some((_, _, parameter)) = self
+            .captures
+            .borrow()
+            .iter()
+            .find(|(f, t, _)| *f == function && t.id == traced.id)
+        {
+            return Some(*parameter);
+        }
+        let (_, block) = self.blocks.iter().find(|(id, _)| *id == function)?;
+        let parameter = block
+            .add_argument(
+                self.tensor_type(&traced.ty),
+                Location::unknown(self.context),
+            )
+            .to_raw();
+        self.captures
+            .borrow_mut()
+            .push((function, traced.clone(), parameter));
+        Some(parameter)
     }
 
     /// Copies the ops that compute `value` into the innermost block, when they depend on no

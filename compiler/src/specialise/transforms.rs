@@ -96,7 +96,8 @@ fn lift(
             return Err(error);
         }
     };
-    interp.emit.end_function(&name, &leaves, false, location);
+    let captured = interp.emit.end_function(&name, &leaves, false, location);
+    operands.extend(captured);
     if interp.emit.take_escaped() {
         return Err(Diagnostic::not_supported(
             span,
@@ -779,6 +780,10 @@ pub fn jvp(
         }
         tangent_values.push(interp.emit.convert(span, &traced, operand.ty.dtype));
     }
+    // Captured values (closures) are constants of the derivative.
+    for operand in &lifted.operands[tangent_values.len()..] {
+        tangent_values.push(zeros(interp, span, &operand.ty));
+    }
     let mut types = lifted.leaves.clone();
     types.extend(lifted.leaves.iter().cloned());
     let location = interp.emit.location(span);
@@ -841,6 +846,13 @@ pub fn call_custom(
         }
     }
     let lifted = lift(interp, &primal, &args, &[], &|_| true, span)?;
+    if lifted.operands.len() != lifted.param_of.iter().map(Vec::len).sum::<usize>() {
+        return Err(Diagnostic::not_supported(
+            span,
+            "a function with a custom rule that uses an array computed outside it",
+        )
+        .label("called here"));
+    }
     let operands: Vec<Traced> = lifted.operands.clone();
     let n_args = operands.len();
     let location = interp.emit.location(span);
@@ -894,8 +906,11 @@ pub fn call_custom(
                     Ok(leaves)
                 });
             let leaves = result.clone().unwrap_or_default();
-            interp.emit.end_function(&name, &leaves, false, location);
-            (vec![name], result.err())
+            let captured = interp.emit.end_function(&name, &leaves, false, location);
+            (
+                vec![name],
+                result.err().or_else(|| captured_error(&captured, span)),
+            )
         }
         CustomKind::Vjp => {
             // fwd: args -> (outputs..., residuals...); bwd: (residuals..., cotangents...) -> cotangents.
@@ -932,9 +947,13 @@ pub fn call_custom(
                     Ok((leaves, residual_tree, residual_leaves))
                 });
             let fwd_leaves = fwd.as_ref().map(|(l, _, _)| l.clone()).unwrap_or_default();
-            interp
+            let captured = interp
                 .emit
                 .end_function(&fwd_name, &fwd_leaves, false, location);
+            let fwd = match captured_error(&captured, span) {
+                Some(error) => Err(error),
+                None => fwd,
+            };
             let (residual_tree, residual_leaves) = match fwd {
                 Ok((_, tree, leaves)) => (tree, leaves),
                 Err(error) => {
@@ -976,10 +995,13 @@ pub fn call_custom(
                 Ok(leaves)
             });
             let bwd_leaves = bwd.clone().unwrap_or_default();
-            interp
+            let captured = interp
                 .emit
                 .end_function(&bwd_name, &bwd_leaves, false, location);
-            (vec![fwd_name, bwd_name], bwd.err())
+            (
+                vec![fwd_name, bwd_name],
+                bwd.err().or_else(|| captured_error(&captured, span)),
+            )
         }
     };
     interp.custom_rules.pop();
@@ -1020,6 +1042,14 @@ pub fn call_custom(
     };
     let results = interp.emit.push_many(operation, lifted.leaves.clone());
     Ok(rebuild(&lifted.output, &results))
+}
+
+/// Custom rules are traced without the caller's arrays: one that uses them is not supported.
+fn captured_error(captured: &[Traced], span: Span) -> Option<Diagnostic> {
+    (!captured.is_empty()).then(|| {
+        Diagnostic::not_supported(span, "a custom rule that uses an array computed outside it")
+            .label("called here")
+    })
 }
 
 fn rule_structure(span: Span, message: &str) -> Diagnostic {

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Times the workloads of workloads.py under Ferrax (`ferrax bench`) and, when JAX is
+installed, under `jax.jit` in the same run, and prints a table with the ratio Ferrax/JAX.
+
+Usage: python3 benches/run.py [--ferrax target/release/ferrax] [--iterations N]
+"""
+import argparse
+import os
+import re
+import runpy
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKLOADS = os.path.join(HERE, "workloads.py")
+
+
+def inputs():
+    """name -> (function, list of float32 arrays)."""
+    rng = np.random.default_rng(0)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    x1m, y1m = f32(1_000_000), f32(1_000_000)
+    mlp = [f32(784, 512) * 0.05, f32(512) * 0.0, f32(512, 512) * 0.05, f32(512) * 0.0, f32(512, 10) * 0.05, f32(10) * 0.0]
+    labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 128)]
+    return {
+        "SELU 1M": ("selu", [x1m]),
+        "grad f (scalars)": ("grad_f", [np.float32(7.0), np.float32(2.0)]),
+        "dist order 1, 1M": ("dist1", [x1m, y1m]),
+        "dist order 2, 1M": ("dist2", [x1m, y1m]),
+        "dist order 3, 1M": ("dist3", [x1m, y1m]),
+        "dense 256x1024 @ 1024x1024": ("dense", [f32(256, 1024), f32(1024, 1024) * 0.03, f32(1024)]),
+        "grad dense w.r.t. w": ("dense_grad_w", [f32(256, 1024), f32(1024, 1024) * 0.03, f32(1024)]),
+        "MLP 784-512-512-10 SGD step, batch 128": ("mlp_step", mlp + [f32(128, 784), labels]),
+    }
+
+
+UNITS = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def ferrax_time(ferrax, function, arrays, iterations, folder):
+    args = []
+    for i, a in enumerate(arrays):
+        path = os.path.join(folder, f"{function}_{i}.npy")
+        np.save(path, np.asarray(a, dtype=np.float32))
+        args.append("@" + path)
+    out = subprocess.run([ferrax, "bench", WORKLOADS, function, *args, "--iterations", str(iterations)],
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        return None, None, (out.stderr.strip().splitlines() or ["failed"])[-1]
+    m = re.search(r"compile ([\d.]+) (\S+); \d+ calls: median ([\d.]+) ([^,\s]+)", out.stdout)
+    return float(m.group(1)) * UNITS[m.group(2)], float(m.group(3)) * UNITS[m.group(4)], None
+
+
+def jax_time(function, arrays, iterations):
+    import jax
+
+    module = runpy.run_path(WORKLOADS)
+    jitted = jax.jit(module[function])
+    args = [jax.numpy.asarray(a) for a in arrays]
+    start = time.perf_counter()
+    jax.block_until_ready(jitted(*args))
+    first = time.perf_counter() - start
+    for _ in range(10):
+        jax.block_until_ready(jitted(*args))
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        jax.block_until_ready(jitted(*args))
+        times.append(time.perf_counter() - start)
+    return first, float(np.median(times))
+
+
+def show(seconds):
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ferrax", default=os.path.join(HERE, "..", "target", "release", "ferrax"))
+    parser.add_argument("--iterations", type=int, default=50)
+    args = parser.parse_args()
+    try:
+        import jax  # noqa: F401
+        have_jax = True
+    except ImportError:
+        have_jax = False
+    print(f"| workload | Ferrax compile | Ferrax per call | JAX first call | JAX per call | Ferrax/JAX |")
+    print(f"| --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (function, arrays) in inputs().items():
+            iterations = args.iterations * (100 if function == "grad_f" else 1)
+            compile_s, call_s, error = ferrax_time(args.ferrax, function, arrays, iterations, folder)
+            first, jax_call = jax_time(function, arrays, iterations) if have_jax else (None, None)
+            ratio = f"{call_s / jax_call:.2f}" if call_s and jax_call else "-"
+            ferrax_call = show(call_s) if error is None else f"error: {error[:60]}"
+            print(f"| {name} | {show(compile_s)} | {ferrax_call} | {show(first)} | {show(jax_call)} | {ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
