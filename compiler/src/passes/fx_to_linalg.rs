@@ -648,7 +648,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
                     if let Some(k) = batch.iter().position(|b| *b == d) {
                         format!("d{k}")
                     } else if let Some(k) = contracting.iter().position(|c| *c == d) {
-                        format!("d{}", nb + nl + nr + k)
+                        format!("d{}", nb + nl + k)
                     } else {
                         format!(
                             "d{}",
@@ -659,21 +659,32 @@ impl<'c, 'a> Lowering<'c, 'a> {
                 .collect();
             dims.join(", ")
         };
+        // Loop order: batch, lhs free, contracting, rhs free; the innermost loop then walks
+        // the rhs and the result contiguously (for `x @ w`, `i, k, j`), which vectorises.
         let all: Vec<String> = (0..total).map(|d| format!("d{d}")).collect();
-        let out: Vec<String> = (0..nb + nl + nr).map(|d| format!("d{d}")).collect();
+        let out: Vec<String> = (0..nb + nl)
+            .chain(nb + nl + nc..total)
+            .map(|d| format!("d{d}"))
+            .collect();
         let maps = format!(
             "[affine_map<({all}) -> ({})>, affine_map<({all}) -> ({})>, affine_map<({all}) -> ({})>]",
             map_of(lhs_rank, &lhs_batch, &lhs_free, nb, &lhs_contracting),
-            map_of(rhs_rank, &rhs_batch, &rhs_free, nb + nl, &rhs_contracting),
+            map_of(
+                rhs_rank,
+                &rhs_batch,
+                &rhs_free,
+                nb + nl + nc,
+                &rhs_contracting
+            ),
             out.join(", "),
             all = all.join(", ")
         );
         let iterators: Vec<&str> = (0..total)
             .map(|d| {
-                if d < nb + nl + nr {
-                    "#linalg.iterator_type<parallel>"
-                } else {
+                if (nb + nl..nb + nl + nc).contains(&d) {
                     "#linalg.iterator_type<reduction>"
+                } else {
+                    "#linalg.iterator_type<parallel>"
                 }
             })
             .collect();
