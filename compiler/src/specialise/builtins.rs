@@ -1957,8 +1957,8 @@ pub fn index_array(
     )))
 }
 
-/// `x[indices]` for an integer array: a one-hot product along the first axis (JAX clamps
-/// out-of-range indices; here they select nothing, giving zeros).
+/// `x[indices]` for an integer array: a one-hot product along the first axis; negative
+/// indices count from the end and out-of-range ones are clamped, as in JAX.
 fn gather(interp: &mut Interp, span: Span, x: &Traced, indices: &Traced) -> DResult<Traced> {
     if !indices.ty.dtype.is_int() {
         return Err(Diagnostic::new(
@@ -2008,7 +2008,15 @@ fn gather(interp: &mut Interp, span: Span, x: &Traced, indices: &Traced) -> DRes
         );
         let negative = interp.emit.compare(span, Predicate::Lt, indices, &zero);
         let shifted = interp.emit.binary(span, Binary::Add, indices, &size);
-        interp.emit.select(span, &negative, &shifted, indices)
+        let wrapped = interp.emit.select(span, &negative, &shifted, indices);
+        // Out-of-range indices are clamped, as JAX's gather does.
+        let last = interp.emit.constant(
+            span,
+            &[(n - 1).max(0) as f64],
+            ArrayType::new(indices.ty.dtype, indices.ty.shape.clone()),
+        );
+        let low = interp.emit.binary(span, Binary::Max, &wrapped, &zero);
+        interp.emit.binary(span, Binary::Min, &low, &last)
     };
     let expanded = interp.emit.broadcast_in_dim(span, &wrapped, &dims, &shape);
     let hit = interp

@@ -8,6 +8,7 @@ v = jnp.array([3.0, 1.0, 4.0, 1.0, 5.0])
 # eval: X[::-1, ::-2]
 # eval: X[2:0:-1, 1]
 # eval: v[jnp.array([4, 0, -1])]
+# eval: v[jnp.array([7, -9, 2])]
 # eval: X[jnp.array([[0, 2], [1, 1]])]
 # eval: X.at[1].set(jnp.array([9.0, 8.0, 7.0, 6.0]))
 # eval: X.at[:, ::2].add(100.0)
