@@ -57,7 +57,7 @@ enum Command {
         /// Timed calls.
         #[arg(long, default_value_t = 100)]
         iterations: usize,
-        /// Run op by op in an interpreter instead of compiled code.
+        /// Run op by op in an interpreter instead of compiled code (not supported yet).
         #[arg(long)]
         eager: bool,
     },
