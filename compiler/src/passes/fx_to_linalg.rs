@@ -174,6 +174,9 @@ impl<'c, 'a> Lowering<'c, 'a> {
                 if kind(x.r#type())? != Kind::Float {
                     return Err(String::from("expects a float operand"));
                 }
+                if mnemonic == "exp" && bit_width(result_type)? == 32 {
+                    return self.exp_f32(x, result_type);
+                }
                 self.op(&format!("math.{mnemonic}"), &[x], result_type, &[])
             }
             "abs" => {
@@ -432,9 +435,91 @@ impl<'c, 'a> Lowering<'c, 'a> {
     }
 
     /// A constant tensor of `ty` with every element `value` (-1 is all ones for bool).
+    /// `exp(x)` for float32 without a libm call, so loops vectorise: Cephes' `expf`
+    /// (range reduction by ln 2, a degree-6 polynomial) scaled by `2^n` in two halves through
+    /// the exponent bits, so results down to the subnormals are right. `+inf` above
+    /// 88.7228, NaN kept.
+    fn exp_f32(&self, x: Value<'c, '_>, ty: Type<'c>) -> LResult<'c, 'a> {
+        let constant = |value: f64| self.splat(ty, value);
+        let binary =
+            |name: &str, a: Value<'c, 'a>, b: Value<'c, 'a>| self.op(name, &[a, b], ty, &[]);
+        let x: Value<'c, 'a> = unsafe { Value::from_raw(x.to_raw()) };
+        let clamped = binary("arith.minimumf", x, constant(88.722_839_052_068_35)?)?;
+        let clamped = binary(
+            "arith.maximumf",
+            clamped,
+            constant(-103.972_084_045_410_16)?,
+        )?;
+        let scaled = binary("arith.mulf", clamped, constant(std::f64::consts::LOG2_E)?)?;
+        let shifted = binary("arith.addf", scaled, constant(0.5)?)?;
+        let n = self.op("math.floor", &[shifted], ty, &[])?;
+        let hi_part = binary("arith.mulf", n, constant(0.693_359_375)?)?;
+        let lo_part = binary("arith.mulf", n, constant(-2.121_944_4e-4)?)?;
+        let r = binary("arith.subf", clamped, hi_part)?;
+        let r = binary("arith.subf", r, lo_part)?;
+        let z = binary("arith.mulf", r, r)?;
+        let mut y = constant(1.987_569_15e-4)?;
+        for coefficient in [
+            1.398_199_950_7e-3,
+            8.333_451_907_3e-3,
+            4.166_579_589_4e-2,
+            1.666_666_545_9e-1,
+            5.000_000_120_1e-1,
+        ] {
+            let product = binary("arith.mulf", y, r)?;
+            y = binary("arith.addf", product, constant(coefficient)?)?;
+        }
+        let y = binary("arith.mulf", y, z)?;
+        let y = binary("arith.addf", y, r)?;
+        let mut result = binary("arith.addf", y, constant(1.0)?)?;
+        // 2^n = 2^half * 2^(n - half); each factor is a normal number.
+        let half = binary("arith.mulf", n, constant(0.5)?)?;
+        let half = self.op("math.floor", &[half], ty, &[])?;
+        let rest = binary("arith.subf", n, half)?;
+        let int_type: Type<'c> = RankedTensorType::new(
+            &shape(ty)?.iter().map(|d| *d as u64).collect::<Vec<_>>(),
+            IntegerType::new(self.context, 32).into(),
+            None,
+        )
+        .into();
+        for exponent in [half, rest] {
+            let integer = self.op("arith.fptosi", &[exponent], int_type, &[])?;
+            let biased = self.op(
+                "arith.addi",
+                &[integer, self.splat(int_type, 127.0)?],
+                int_type,
+                &[],
+            )?;
+            let bits = self.op(
+                "arith.shli",
+                &[biased, self.splat(int_type, 23.0)?],
+                int_type,
+                &[],
+            )?;
+            let power = self.op("arith.bitcast", &[bits], ty, &[])?;
+            result = binary("arith.mulf", result, power)?;
+        }
+        let overflow = self.compare(Kind::Float, "gt", x, constant(88.722_839_052_068_35)?)?;
+        self.op(
+            "arith.select",
+            &[overflow, constant(f64::INFINITY)?, result],
+            ty,
+            &[],
+        )
+    }
+
     fn splat(&self, ty: Type<'c>, value: f64) -> LResult<'c, 'a> {
         let element = element_type(ty)?;
         let text = match kind(ty)? {
+            Kind::Float if value.is_infinite() => {
+                let bits = match (bit_width(ty)? == 64, value > 0.0) {
+                    (true, true) => "0x7FF0000000000000",
+                    (true, false) => "0xFFF0000000000000",
+                    (false, true) => "0x7F800000",
+                    (false, false) => "0xFF800000",
+                };
+                format!("dense<{bits}> : {ty}")
+            }
             Kind::Float => format!("dense<{value:.17e}> : {ty}"),
             Kind::Bool => format!(
                 "dense<{}> : {ty}",
