@@ -966,6 +966,16 @@ impl<'c, 'a> Lowering<'c, 'a> {
             _ => "arith.minui",
         };
         let location = self.location;
+        // Float sums and products may be reassociated (as XLA does), so LLVM vectorises them.
+        let fastmath: Vec<(Identifier<'c>, Attribute<'c>)> =
+            if matches!(op, "arith.addf" | "arith.mulf") {
+                vec![(
+                    Identifier::new(self.context, "fastmath"),
+                    self.attribute("#arith.fastmath<reassoc>")?,
+                )]
+            } else {
+                vec![]
+            };
         self.generic(
             x,
             fill,
@@ -975,6 +985,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
                 let combined = OperationBuilder::new(op, location)
                     .add_operands(&[a, b])
                     .add_results(&[element])
+                    .add_attributes(&fastmath)
                     .build()
                     .map_err(|e| e.to_string())?;
                 let combined = block.append_operation(combined);
