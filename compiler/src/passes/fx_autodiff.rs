@@ -852,24 +852,7 @@ impl<'c> Builder<'c, '_> {
     }
 
     fn reduce_sum(&self, a: V, axes: &[i64]) -> AdResult<V> {
-        if axes.is_empty() {
-            return Ok(a);
-        }
-        let shape: Vec<i64> = self
-            .shape(a)?
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !axes.contains(&(*i as i64)))
-            .map(|(_, d)| *d)
-            .collect();
-        let ty = tensor_type(&shape, element(self.ty(a))?);
-        let kind = StringAttribute::new(self.context, "sum").into();
-        self.op(
-            "fx.reduce",
-            &[a],
-            ty,
-            &[("kind", kind), ("axes", self.array(axes))],
-        )
+        self.reduce("sum", a, axes)
     }
 
     fn reduce(&self, kind: &str, a: V, axes: &[i64]) -> AdResult<V> {
@@ -1158,10 +1141,9 @@ fn jvp_rule(b: &Builder, operation: MlirOperation, tangents: &[Option<V>]) -> Ad
             "prod" => match t(0) {
                 Some(x) => {
                     let axes = i64s_attribute(operation, "axes")?;
-                    let (permutation, flat, products) = exclusive_products(b, args[0], &axes)?;
+                    let (permutation, _, products) = exclusive_products(b, args[0], &axes)?;
                     let moved = b.transpose(x, &permutation)?;
                     let flat_t = b.reshape(moved, b.ty(products))?;
-                    let _ = flat;
                     let weighted = b.mul(flat_t, products)?;
                     let last = b.shape(weighted)?.len() as i64 - 1;
                     Some(b.reduce_sum(weighted, &[last])?)

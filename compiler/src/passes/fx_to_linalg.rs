@@ -294,14 +294,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
                 let (x, padding) = (operand(0)?, operand(1)?);
                 let element = element_type(result_type)?;
                 let scalar = self.op("tensor.extract", &[padding], element, &[])?;
-                let empty = self.empty(result_type)?;
-                let filled = self.build(
-                    OperationBuilder::new("linalg.fill", self.location),
-                    &[scalar, empty],
-                    result_type,
-                    &[("operandSegmentSizes", self.attribute("array<i32: 1, 1>")?)],
-                    vec![fill_region(self.context, element, self.location)?],
-                )?;
+                let filled = self.fill(scalar, result_type)?;
                 let sizes = shape(x.r#type())?;
                 let strides: Vec<i64> = interior.iter().map(|i| i + 1).collect();
                 let attribute = |values: &[i64]| -> Attribute<'c> {
@@ -326,28 +319,12 @@ impl<'c, 'a> Lowering<'c, 'a> {
                         .attribute("permutation")
                         .map_err(|e| e.to_string())?,
                 )?;
-                let rank = permutation.len();
-                let all: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
                 // Input dimension permutation[i] is indexed by result dimension i.
-                let mut input = vec![String::new(); rank];
+                let mut input = vec![String::new(); permutation.len()];
                 for (i, p) in permutation.iter().enumerate() {
                     input[*p as usize] = format!("d{i}");
                 }
-                let maps = format!(
-                    "[affine_map<({}) -> ({})>, affine_map<({}) -> ({})>]",
-                    all.join(", "),
-                    input.join(", "),
-                    all.join(", "),
-                    all.join(", ")
-                );
-                let iterators = format!(
-                    "[{}]",
-                    vec!["#linalg.iterator_type<parallel>"; rank].join(", ")
-                );
-                let init = self.empty(result_type)?;
-                self.generic(operand(0)?, init, &maps, &iterators, |_, a, _| {
-                    Ok(unsafe { Value::from_raw(a.to_raw()) })
-                })
+                self.copy_generic(operand(0)?, &input, result_type)
             }
             "dot_general" => self.dot_general(operation, operand(0)?, operand(1)?, result_type),
             "reverse" => {
@@ -357,9 +334,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
                         .map_err(|e| e.to_string())?,
                 )?;
                 let sizes = shape(result_type)?;
-                let rank = sizes.len();
-                let all: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
-                let input: Vec<String> = (0..rank)
+                let input: Vec<String> = (0..sizes.len())
                     .map(|d| {
                         if dimensions.contains(&(d as i64)) {
                             format!("{} - d{d}", sizes[d] - 1)
@@ -368,21 +343,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
                         }
                     })
                     .collect();
-                let maps = format!(
-                    "[affine_map<({}) -> ({})>, affine_map<({}) -> ({})>]",
-                    all.join(", "),
-                    input.join(", "),
-                    all.join(", "),
-                    all.join(", ")
-                );
-                let iterators = format!(
-                    "[{}]",
-                    vec!["#linalg.iterator_type<parallel>"; rank].join(", ")
-                );
-                let init = self.empty(result_type)?;
-                self.generic(operand(0)?, init, &maps, &iterators, |_, a, _| {
-                    Ok(unsafe { Value::from_raw(a.to_raw()) })
-                })
+                self.copy_generic(operand(0)?, &input, result_type)
             }
             other => Err(format!("`fx.{other}` has no lowering")),
         }
@@ -509,7 +470,6 @@ impl<'c, 'a> Lowering<'c, 'a> {
     }
 
     fn splat(&self, ty: Type<'c>, value: f64) -> LResult<'c, 'a> {
-        let element = element_type(ty)?;
         let text = match kind(ty)? {
             Kind::Float if value.is_infinite() => {
                 let bits = match (bit_width(ty)? == 64, value > 0.0) {
@@ -527,7 +487,6 @@ impl<'c, 'a> Lowering<'c, 'a> {
             ),
             Kind::Int => format!("dense<{}> : {ty}", value as i64),
         };
-        let _ = element;
         let attribute = self.attribute(&text)?;
         self.op("arith.constant", &[], ty, &[("value", attribute)])
     }
@@ -780,14 +739,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
             if k == Kind::Float { "0.0" } else { "0" }
         ))?;
         let zero = self.op("arith.constant", &[], element, &[("value", zero)])?;
-        let empty = self.empty(ty)?;
-        let init = self.build(
-            OperationBuilder::new("linalg.fill", self.location),
-            &[zero, empty],
-            ty,
-            &[("operandSegmentSizes", self.attribute("array<i32: 1, 1>")?)],
-            vec![fill_region(self.context, element, self.location)?],
-        )?;
+        let init = self.fill(zero, ty)?;
         let block = Block::new(&[
             (element, self.location),
             (element, self.location),
@@ -842,11 +794,41 @@ impl<'c, 'a> Lowering<'c, 'a> {
         )
     }
 
+    /// A `linalg.generic` that copies `x` into a new tensor of `ty`: result element `(d0, ...)`
+    /// is `x[input[0], ...]` (affine expressions of the result's dimensions).
+    fn copy_generic(&self, x: Value<'c, '_>, input: &[String], ty: Type<'c>) -> LResult<'c, 'a> {
+        let rank = shape(ty)?.len();
+        let all: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
+        let maps = format!(
+            "[affine_map<({all}) -> ({})>, affine_map<({all}) -> ({all})>]",
+            input.join(", "),
+            all = all.join(", ")
+        );
+        let iterators = format!(
+            "[{}]",
+            vec!["#linalg.iterator_type<parallel>"; rank].join(", ")
+        );
+        let init = self.empty(ty)?;
+        self.generic(x, init, &maps, &iterators, |_, a, _| {
+            Ok(unsafe { Value::from_raw(a.to_raw()) })
+        })
+    }
+
+    /// A tensor of `ty` filled with the scalar `value` (`tensor.empty` + `linalg.fill`).
+    fn fill(&self, value: Value<'c, '_>, ty: Type<'c>) -> LResult<'c, 'a> {
+        let empty = self.empty(ty)?;
+        self.build(
+            OperationBuilder::new("linalg.fill", self.location),
+            &[value, empty],
+            ty,
+            &[("operandSegmentSizes", self.attribute("array<i32: 1, 1>")?)],
+            vec![fill_region(element_type(ty)?, self.location)?],
+        )
+    }
+
     fn broadcast(&self, x: Value<'c, '_>, dims: &[i64], ty: Type<'c>) -> LResult<'c, 'a> {
         let input_shape = shape(x.r#type())?;
         let output_shape = shape(ty)?;
-        let rank = output_shape.len();
-        let all: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
         let picked: Vec<String> = dims
             .iter()
             .zip(&input_shape)
@@ -858,21 +840,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
                 }
             })
             .collect();
-        let maps = format!(
-            "[affine_map<({}) -> ({})>, affine_map<({}) -> ({})>]",
-            all.join(", "),
-            picked.join(", "),
-            all.join(", "),
-            all.join(", ")
-        );
-        let iterators = format!(
-            "[{}]",
-            vec!["#linalg.iterator_type<parallel>"; rank].join(", ")
-        );
-        let init = self.empty(ty)?;
-        self.generic(x, init, &maps, &iterators, |_, a, _| {
-            Ok(unsafe { Value::from_raw(a.to_raw()) })
-        })
+        self.copy_generic(x, &picked, ty)
     }
 
     fn reduce(
@@ -922,14 +890,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
         };
         let scalar = self.attribute(&format!("{identity} : {element}"))?;
         let scalar = self.op("arith.constant", &[], element, &[("value", scalar)])?;
-        let empty = self.empty(ty)?;
-        let fill = self.build(
-            OperationBuilder::new("linalg.fill", self.location),
-            &[scalar, empty],
-            ty,
-            &[("operandSegmentSizes", self.attribute("array<i32: 1, 1>")?)],
-            vec![fill_region(self.context, element, self.location)?],
-        )?;
+        let fill = self.fill(scalar, ty)?;
         let all: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
         let kept: Vec<String> = (0..rank)
             .filter(|d| !axes.contains(&(*d as i64)))
@@ -1053,12 +1014,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
     }
 }
 
-fn fill_region<'c>(
-    context: &'c Context,
-    element: Type<'c>,
-    location: Location<'c>,
-) -> Result<Region<'c>, String> {
-    let _ = context;
+fn fill_region<'c>(element: Type<'c>, location: Location<'c>) -> Result<Region<'c>, String> {
     let block = Block::new(&[(element, location), (element, location)]);
     let value = block.argument(0).map_err(|e| e.to_string())?;
     block.append_operation(

@@ -329,15 +329,12 @@ pub fn attribute(interp: &mut Interp, value: &Value, name: &str, span: Span) -> 
                 .help(format!("register its rule with `.{expected}`")))
             }
         }
-        _ => {
-            let _ = interp;
-            Err(Diagnostic::new(
-                "ferrax::name::attribute",
-                span,
-                format!("{} has no attribute `{name}`", value.describe()),
-            )
-            .label("here"))
-        }
+        _ => Err(Diagnostic::new(
+            "ferrax::name::attribute",
+            span,
+            format!("{} has no attribute `{name}`", value.describe()),
+        )
+        .label("here")),
     }
 }
 

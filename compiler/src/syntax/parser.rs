@@ -1307,9 +1307,8 @@ mod tests {
 
     #[test]
     fn errors_recover_at_the_next_line() {
-        let (module, errors) = parse_module(FileId(0), "x = (1 +\ny = 2\n");
+        let (_, errors) = parse_module(FileId(0), "x = (1 +\ny = 2\n");
         assert!(!errors.is_empty());
-        let _ = module;
         let (module, errors) = parse_module(FileId(0), "x = = 1\ny = 2\n");
         assert_eq!(errors.len(), 1);
         assert_eq!(module.body.len(), 1);
