@@ -226,6 +226,22 @@ irdl.dialect @fx {
     irdl.attributes { "dimensions" = %dimensions }
     irdl.results(res: %t)
   }
+  irdl.operation @dynamic_slice {
+    %t = irdl.base "!builtin.tensor"
+    %r = irdl.base "!builtin.tensor"
+    %i = irdl.is tensor<i32>
+    %sizes = irdl.base "#builtin.dense_array"
+    irdl.operands(operand: %t, start_indices: variadic %i)
+    irdl.attributes { "sizes" = %sizes }
+    irdl.results(res: %r)
+  }
+  irdl.operation @dynamic_update_slice {
+    %t = irdl.base "!builtin.tensor"
+    %u = irdl.base "!builtin.tensor"
+    %i = irdl.is tensor<i32>
+    irdl.operands(operand: %t, update: %u, start_indices: variadic %i)
+    irdl.results(res: %t)
+  }
   irdl.operation @round {
     %t = irdl.base "!builtin.tensor"
     irdl.operands(operand: %t)

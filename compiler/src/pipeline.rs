@@ -44,8 +44,8 @@ pub const STAGES: &[Stage] = &[
     Stage {
         name: "llvm-mlir",
         rust_passes: &[],
-        pipeline: "builtin.module(convert-linalg-to-loops,lower-affine,convert-scf-to-cf,convert-math-to-libm,convert-math-to-llvm,\
-                   expand-strided-metadata,finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,\
+        pipeline: "builtin.module(convert-linalg-to-loops,expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-math-to-libm,\
+                   convert-math-to-llvm,finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,\
                    convert-func-to-llvm,reconcile-unrealized-casts)",
     },
 ];

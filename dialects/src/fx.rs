@@ -390,3 +390,44 @@ pub fn reverse<'c>(
         &[("dimensions", dimensions)],
     )
 }
+
+/// Creates an `fx.dynamic_slice` operation: the block of `sizes` starting at the (run-time)
+/// `start_indices`, one `tensor<i32>` per dimension, each clamped so the block fits.
+pub fn dynamic_slice<'c>(
+    context: &'c Context,
+    location: Location<'c>,
+    operand: Value<'c, '_>,
+    start_indices: &[Value<'c, '_>],
+    sizes: &[i64],
+    result: Type<'c>,
+) -> Operation<'c> {
+    let sizes = DenseI64ArrayAttribute::new(context, sizes).into();
+    let mut operands = vec![operand];
+    operands.extend_from_slice(start_indices);
+    build(
+        "fx.dynamic_slice",
+        location,
+        &operands,
+        result,
+        &[("sizes", sizes)],
+    )
+}
+
+/// Creates an `fx.dynamic_update_slice` operation: `operand` with the block at the (run-time)
+/// `start_indices` replaced by `update`; the indices are clamped so the block fits.
+pub fn dynamic_update_slice<'c>(
+    location: Location<'c>,
+    operand: Value<'c, '_>,
+    update: Value<'c, '_>,
+    start_indices: &[Value<'c, '_>],
+) -> Operation<'c> {
+    let mut operands = vec![operand, update];
+    operands.extend_from_slice(start_indices);
+    build(
+        "fx.dynamic_update_slice",
+        location,
+        &operands,
+        operand.r#type(),
+        &[],
+    )
+}

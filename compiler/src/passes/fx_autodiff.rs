@@ -24,7 +24,8 @@
 use melior::{
     Context, IrRewriter, RewriterBase,
     ir::{
-        Attribute, Identifier, Location, OperationRef, Type, TypeLike, Value, ValueLike,
+        Attribute, Block, BlockRef, Identifier, Location, OperationRef, Region, RegionLike, Type,
+        TypeLike, Value, ValueLike,
         attribute::{
             DenseI64ArrayAttribute, FlatSymbolRefAttribute, IntegerAttribute, StringAttribute,
         },
@@ -33,7 +34,7 @@ use melior::{
     },
     pass::{ExternalPass, Pass, create_external},
 };
-use mlir_sys::{MlirOperation, MlirValue};
+use mlir_sys::{MlirBlock, MlirOperation, MlirValue};
 use std::collections::HashMap;
 
 #[repr(align(8))]
@@ -90,12 +91,15 @@ fn results(operation: MlirOperation) -> Vec<V> {
     operation.results().map(|v| v.to_raw()).collect()
 }
 
-/// The ops of a function's body (terminator last).
-fn body_ops(function: MlirOperation) -> Vec<MlirOperation> {
+/// The first block of region `index` of `operation`.
+fn region_block(operation: MlirOperation, index: isize) -> MlirBlock {
+    unsafe { mlir_sys::mlirRegionGetFirstBlock(mlir_sys::mlirOperationGetRegion(operation, index)) }
+}
+
+/// The ops of a block (terminator last).
+fn block_ops(block: MlirBlock) -> Vec<MlirOperation> {
     let mut ops = vec![];
     unsafe {
-        let region = mlir_sys::mlirOperationGetRegion(function, 0);
-        let block = mlir_sys::mlirRegionGetFirstBlock(region);
         let mut operation = mlir_sys::mlirBlockGetFirstOperation(block);
         while !operation.ptr.is_null() {
             ops.push(operation);
@@ -105,14 +109,72 @@ fn body_ops(function: MlirOperation) -> Vec<MlirOperation> {
     ops
 }
 
-fn function_arguments(function: MlirOperation) -> Vec<V> {
+/// The ops of a block before its terminator, and the terminator's operands.
+fn block_body(block: MlirBlock) -> AdResult<(Vec<MlirOperation>, Vec<V>)> {
+    let mut ops = block_ops(block);
+    let terminator = ops.pop().ok_or("a block without a terminator")?;
+    Ok((ops, operands(terminator)))
+}
+
+fn block_arguments(block: MlirBlock) -> Vec<V> {
     unsafe {
-        let region = mlir_sys::mlirOperationGetRegion(function, 0);
-        let block = mlir_sys::mlirRegionGetFirstBlock(region);
         (0..mlir_sys::mlirBlockGetNumArguments(block))
             .map(|i| mlir_sys::mlirBlockGetArgument(block, i))
             .collect()
     }
+}
+
+fn function_arguments(function: MlirOperation) -> Vec<V> {
+    block_arguments(region_block(function, 0))
+}
+
+fn has_regions(operation: MlirOperation) -> bool {
+    unsafe { mlir_sys::mlirOperationGetNumRegions(operation) > 0 }
+}
+
+/// The values an op's regions use but do not define, in order of first use.
+fn outer_values(operation: MlirOperation) -> Vec<V> {
+    let mut defined: HashMap<usize, ()> = HashMap::new();
+    let mut used = vec![];
+    let root = operation;
+    unsafe { OperationRef::from_raw(operation) }.walk(WalkOrder::PreOrder, |nested| {
+        let raw = nested.to_raw();
+        for index in 0..unsafe { mlir_sys::mlirOperationGetNumRegions(raw) } {
+            let region = unsafe { mlir_sys::mlirOperationGetRegion(raw, index) };
+            let mut block = unsafe { mlir_sys::mlirRegionGetFirstBlock(region) };
+            while !block.ptr.is_null() {
+                for argument in block_arguments(block) {
+                    defined.insert(key(argument), ());
+                }
+                block = unsafe { mlir_sys::mlirBlockGetNextInRegion(block) };
+            }
+        }
+        if raw.ptr != root.ptr {
+            for result in results(raw) {
+                defined.insert(key(result), ());
+            }
+            used.extend(operands(raw));
+        }
+        WalkResult::Advance
+    });
+    let mut seen: HashMap<usize, ()> = HashMap::new();
+    used.into_iter()
+        .filter(|v| !defined.contains_key(&key(*v)) && seen.insert(key(*v), ()).is_none())
+        .collect()
+}
+
+/// The value `map` binds `value` to, or `value` itself.
+fn mapped(map: &HashMap<usize, V>, value: V) -> V {
+    map.get(&key(value)).copied().unwrap_or(value)
+}
+
+/// The value of an `arith.constant` of index type.
+fn constant_index(value: V) -> AdResult<i64> {
+    let operation = unsafe { mlir_sys::mlirOpResultGetOwner(value) };
+    if operation.ptr.is_null() || op_name(operation) != "arith.constant" {
+        return Err(String::from("a loop bound that is not a constant"));
+    }
+    int_attribute(operation, "value")
 }
 
 fn symbol_attribute(operation: MlirOperation, name: &str) -> AdResult<String> {
@@ -171,10 +233,7 @@ fn differentiate_module(context: &Context, module: MlirOperation) -> AdResult<()
         functions: by_name,
     };
     for function in &functions {
-        while let Some(request) = body_ops(*function)
-            .into_iter()
-            .find(|op| matches!(op_name(*op).as_str(), "ad.jvp" | "ad.vjp" | "ad.grad"))
-        {
+        while let Some(request) = first_request(*function) {
             ad.expand_request(request)?;
         }
     }
@@ -224,6 +283,23 @@ fn differentiate_module(context: &Context, module: MlirOperation) -> AdResult<()
     Ok(())
 }
 
+/// The first differentiation request in `function`, also inside loops and branches.
+fn first_request(function: MlirOperation) -> Option<MlirOperation> {
+    let mut found = None;
+    unsafe { OperationRef::from_raw(function) }.walk(WalkOrder::PreOrder, |operation| {
+        if matches!(
+            operation.name().as_string_ref().as_str(),
+            Ok("ad.jvp" | "ad.vjp" | "ad.grad")
+        ) {
+            found = Some(operation.to_raw());
+            WalkResult::Interrupt
+        } else {
+            WalkResult::Advance
+        }
+    });
+    found
+}
+
 /// One entry of the reverse-mode tape.
 enum Entry {
     /// An active primal op (its transpose rule runs backwards).
@@ -243,6 +319,17 @@ enum Entry {
         residuals: Vec<V>,
         bwd: String,
     },
+    /// An `scf.for` of `count` iterations that stacks its carries (`stacking_loop`); its
+    /// body starts with `body_len` ops of the original body, which use the `outer` active
+    /// values.
+    Loop {
+        forward: MlirOperation,
+        count: i64,
+        body_len: usize,
+        outer: Vec<V>,
+    },
+    /// An `scf.if` whose branches use the `outer` active values.
+    If { op: MlirOperation, outer: Vec<V> },
 }
 
 struct Ad<'c, 'a> {
@@ -268,21 +355,72 @@ impl<'c, 'a> Ad<'c, 'a> {
             .replace_op_with_values(unsafe { OperationRef::from_raw(operation) }, &values);
     }
 
+    /// A builder at the insertion point with `operation`'s location.
+    fn builder_at(&self, operation: MlirOperation) -> Builder<'c, 'a> {
+        Builder {
+            context: self.context,
+            base: self.base,
+            location: unsafe { OperationRef::from_raw(operation) }.location(),
+        }
+    }
+
+    /// Clones `operation` at the insertion point with its operands, and those of the ops in
+    /// its regions, taken through `map`; binds its results in `map`.
+    fn clone_op(&self, operation: MlirOperation, map: &mut HashMap<usize, V>) -> MlirOperation {
+        let clone = self
+            .base
+            .clone_op(unsafe { OperationRef::from_raw(operation) })
+            .to_raw();
+        for (index, operand) in operands(operation).iter().enumerate() {
+            unsafe {
+                mlir_sys::mlirOperationSetOperand(clone, index as isize, mapped(map, *operand))
+            };
+        }
+        if has_regions(clone) {
+            unsafe { OperationRef::from_raw(clone) }.walk(WalkOrder::PreOrder, |nested| {
+                let raw = nested.to_raw();
+                if raw.ptr != clone.ptr {
+                    for (index, operand) in operands(raw).iter().enumerate() {
+                        if let Some(value) = map.get(&key(*operand)) {
+                            unsafe {
+                                mlir_sys::mlirOperationSetOperand(raw, index as isize, *value)
+                            };
+                        }
+                    }
+                }
+                WalkResult::Advance
+            });
+        }
+        for (old, new) in results(operation).iter().zip(results(clone)) {
+            map.insert(key(*old), new);
+        }
+        clone
+    }
+
+    /// Clones `ops` in order at the insertion point (see `clone_op`), calling
+    /// `visit(original, clone, map)` after each.
+    fn clone_ops(
+        &self,
+        ops: &[MlirOperation],
+        map: &mut HashMap<usize, V>,
+        visit: &mut Visit<'_, 'c, 'a>,
+    ) -> AdResult<()> {
+        for operation in ops {
+            let clone = self.clone_op(*operation, map);
+            visit(self, *operation, clone, map)?;
+        }
+        Ok(())
+    }
+
     /// Clones `function`'s body at the insertion point with its arguments bound to `args`;
     /// calls `visit` on each clone (in order) and returns the mapped results.
     fn clone_body(
         &self,
         function: &str,
         args: &[V],
-        mut visit: impl FnMut(
-            &Self,
-            MlirOperation,
-            MlirOperation,
-            &mut HashMap<usize, V>,
-        ) -> AdResult<()>,
+        visit: &mut Visit<'_, 'c, 'a>,
     ) -> AdResult<Vec<V>> {
         let function = self.function(function)?;
-        let mut map: HashMap<usize, V> = HashMap::new();
         let parameters = function_arguments(function);
         if parameters.len() != args.len() {
             return Err(format!(
@@ -291,42 +429,38 @@ impl<'c, 'a> Ad<'c, 'a> {
                 parameters.len()
             ));
         }
-        for (parameter, arg) in parameters.iter().zip(args) {
-            map.insert(key(*parameter), *arg);
-        }
-        for operation in body_ops(function) {
-            if op_name(operation) == "func.return" {
-                return operands(operation)
-                    .iter()
-                    .map(|v| {
-                        map.get(&key(*v))
-                            .copied()
-                            .ok_or_else(|| String::from("unmapped result"))
-                    })
-                    .collect();
+        let mut map: HashMap<usize, V> = parameters
+            .iter()
+            .zip(args)
+            .map(|(parameter, arg)| (key(*parameter), *arg))
+            .collect();
+        let (ops, outputs) = block_body(region_block(function, 0))?;
+        self.clone_ops(&ops, &mut map, visit)?;
+        Ok(outputs.iter().map(|v| mapped(&map, *v)).collect())
+    }
+
+    /// Clones `ops` as the forward sweep of reverse mode: each clone that depends on an
+    /// `active` value goes on `tape` (see `record`).
+    fn clone_recording(
+        &self,
+        ops: &[MlirOperation],
+        map: &mut HashMap<usize, V>,
+        active: &mut HashMap<usize, ()>,
+        tape: &mut Vec<Entry>,
+    ) -> AdResult<()> {
+        self.clone_ops(ops, map, &mut |ad, original, clone, map| {
+            if let Some(replacements) = ad.record(clone, active, tape)? {
+                for (old, new) in results(original).iter().zip(replacements) {
+                    map.insert(key(*old), new);
+                }
             }
-            let clone = self
-                .base
-                .clone_op(unsafe { OperationRef::from_raw(operation) })
-                .to_raw();
-            for (index, operand) in operands(operation).iter().enumerate() {
-                let mapped = map
-                    .get(&key(*operand))
-                    .copied()
-                    .ok_or_else(|| format!("unmapped operand of {}", op_name(operation)))?;
-                unsafe { mlir_sys::mlirOperationSetOperand(clone, index as isize, mapped) };
-            }
-            for (old, new) in results(operation).iter().zip(results(clone)) {
-                map.insert(key(*old), new);
-            }
-            visit(self, operation, clone, &mut map)?;
-        }
-        Err(String::from("a function without a return"))
+            Ok(())
+        })
     }
 
     /// Inlines `function` on `args`; returns its results.
     fn inline(&self, function: &str, args: &[V]) -> AdResult<Vec<V>> {
-        self.clone_body(function, args, |_, _, _, _| Ok(()))
+        self.clone_body(function, args, &mut |_, _, _, _| Ok(()))
     }
 
     fn expand_request(&self, request: MlirOperation) -> AdResult<()> {
@@ -335,12 +469,7 @@ impl<'c, 'a> Ad<'c, 'a> {
         let all = operands(request);
         self.base
             .set_insertion_point_before(unsafe { OperationRef::from_raw(request) });
-        let location = unsafe { OperationRef::from_raw(request) }.location();
-        let b = Builder {
-            context: self.context,
-            base: self.base,
-            location,
-        };
+        let b = self.builder_at(request);
         let values = match name.as_str() {
             "ad.jvp" => {
                 let n = int_attribute(request, "num_primals")? as usize;
@@ -375,21 +504,59 @@ impl<'c, 'a> Ad<'c, 'a> {
         primals: &[V],
         tangents: &[V],
     ) -> AdResult<(Vec<V>, Vec<Option<V>>)> {
-        let mut tangent: HashMap<usize, V> = HashMap::new();
         let function = self.function(callee)?;
-        for (parameter, t) in function_arguments(function).iter().zip(tangents) {
+        let parameters = function_arguments(function);
+        if parameters.len() != primals.len() {
+            return Err(String::from(
+                "a jvp request with the wrong number of primals",
+            ));
+        }
+        // Tangents are keyed by the callee's values, so two primals may be one value.
+        let mut map: HashMap<usize, V> = HashMap::new();
+        let mut tangent: HashMap<usize, V> = HashMap::new();
+        for ((parameter, primal), t) in parameters.iter().zip(primals).zip(tangents) {
+            map.insert(key(*parameter), *primal);
             if is_float(*t) {
                 tangent.insert(key(*parameter), *t);
             }
         }
-        // Tangents are keyed by the callee's values, so lookups follow the original operands.
-        let outputs = self.clone_body(callee, primals, |ad, original, clone, map| {
-            let operand_tangents: Vec<Option<V>> = operands(original).iter().map(|v| tangent.get(&key(*v)).copied()).collect();
-            if operand_tangents.iter().all(Option::is_none) {
-                return Ok(());
+        let (ops, outputs) = block_body(region_block(function, 0))?;
+        self.jvp_ops(&ops, &mut map, &mut tangent)?;
+        Ok((
+            outputs.iter().map(|v| mapped(&map, *v)).collect(),
+            outputs
+                .iter()
+                .map(|v| tangent.get(&key(*v)).copied())
+                .collect(),
+        ))
+    }
+
+    /// Forward mode over `ops`: clones them at the insertion point (operands through `map`)
+    /// and pushes the tangents, keyed by the original values, through each.
+    fn jvp_ops(
+        &self,
+        ops: &[MlirOperation],
+        map: &mut HashMap<usize, V>,
+        tangent: &mut HashMap<usize, V>,
+    ) -> AdResult<()> {
+        for original in ops.iter().copied() {
+            let has_tangent = |v: &V| tangent.contains_key(&key(*v));
+            if has_regions(original)
+                && (operands(original).iter().any(has_tangent)
+                    || outer_values(original).iter().any(has_tangent))
+            {
+                self.jvp_region(original, map, tangent)?;
+                continue;
             }
-            let location = unsafe { OperationRef::from_raw(clone) }.location();
-            let b = Builder { context: ad.context, base: ad.base, location };
+            let clone = self.clone_op(original, map);
+            let operand_tangents: Vec<Option<V>> = operands(original)
+                .iter()
+                .map(|v| tangent.get(&key(*v)).copied())
+                .collect();
+            if operand_tangents.iter().all(Option::is_none) {
+                continue;
+            }
+            let b = self.builder_at(clone);
             match op_name(clone).as_str() {
                 "ad.custom_jvp_call" => {
                     let args = operands(clone);
@@ -397,16 +564,22 @@ impl<'c, 'a> Ad<'c, 'a> {
                     for (arg, t) in args.iter().zip(&operand_tangents) {
                         rule_args.push(t.map_or_else(|| b.zeros_like(*arg), Ok)?);
                     }
-                    let rule_outputs = ad.inline(&symbol_attribute(clone, "jvp")?, &rule_args)?;
+                    let rule_outputs = self.inline(&symbol_attribute(clone, "jvp")?, &rule_args)?;
                     let n = results(clone).len();
-                    for ((old, new), t) in results(original).iter().zip(&rule_outputs[..n]).zip(&rule_outputs[n..]) {
+                    for ((old, new), t) in results(original)
+                        .iter()
+                        .zip(&rule_outputs[..n])
+                        .zip(&rule_outputs[n..])
+                    {
                         map.insert(key(*old), *new);
                         tangent.insert(key(*old), *t);
                     }
-                    ad.base.erase_op(unsafe { OperationRef::from_raw(clone) });
+                    self.base.erase_op(unsafe { OperationRef::from_raw(clone) });
                 }
                 "ad.custom_vjp_call" => {
-                    return Err(String::from("forward-mode differentiation of a custom_vjp function is not defined (as in JAX)"));
+                    return Err(String::from(
+                        "forward-mode differentiation of a custom_vjp function is not defined (as in JAX)",
+                    ));
                 }
                 _ => {
                     if let Some(t) = jvp_rule(&b, clone, &operand_tangents)? {
@@ -414,14 +587,116 @@ impl<'c, 'a> Ad<'c, 'a> {
                     }
                 }
             }
-            Ok(())
-        })?;
-        let function_outputs = operands(*body_ops(function).last().ok_or("empty function")?);
-        let tangents = function_outputs
-            .iter()
-            .map(|v| tangent.get(&key(*v)).copied())
+        }
+        Ok(())
+    }
+
+    /// Forward mode through `scf.for`, `scf.if` or `scf.while`: a new op of the same kind
+    /// that carries a tangent beside each float value.
+    fn jvp_region(
+        &self,
+        original: MlirOperation,
+        map: &mut HashMap<usize, V>,
+        tangent: &mut HashMap<usize, V>,
+    ) -> AdResult<()> {
+        let b = self.builder_at(original);
+        let name = op_name(original);
+        let args = operands(original);
+        let outputs = results(original);
+        let floats: Vec<usize> = (0..outputs.len())
+            .filter(|j| is_float(outputs[*j]))
             .collect();
-        Ok((outputs, tangents))
+        let mut types: Vec<Type<'c>> = outputs.iter().map(|v| value_type(*v)).collect();
+        types.extend(floats.iter().map(|j| value_type(outputs[*j])));
+        let carried_with_tangents = |carried: &[V]| -> AdResult<Vec<V>> {
+            let mut values: Vec<V> = carried.iter().map(|v| mapped(map, *v)).collect();
+            for j in &floats {
+                values.push(tangent_of(&b, tangent, map, carried[*j])?);
+            }
+            Ok(values)
+        };
+        let (operation, blocks) = match name.as_str() {
+            "scf.for" => {
+                let mut new_operands: Vec<V> = args[..3].iter().map(|v| mapped(map, *v)).collect();
+                new_operands.extend(carried_with_tangents(&args[3..])?);
+                let block_types = [vec![Type::index(self.context)], types.clone()].concat();
+                b.region_op("scf.for", &new_operands, &types, &[block_types])?
+            }
+            "scf.if" => {
+                b.region_op("scf.if", &[mapped(map, args[0])], &types, &[vec![], vec![]])?
+            }
+            "scf.while" => {
+                let new_operands = carried_with_tangents(&args)?;
+                b.region_op(
+                    "scf.while",
+                    &new_operands,
+                    &types,
+                    &[types.clone(), types.clone()],
+                )?
+            }
+            other => return Err(format!("no forward-mode rule for `{other}`")),
+        };
+        for (index, block) in blocks.iter().enumerate() {
+            let terminator = if name == "scf.while" && index == 0 {
+                "scf.condition"
+            } else {
+                "scf.yield"
+            };
+            self.jvp_region_body(original, index, *block, &floats, map, tangent, terminator)?;
+        }
+        self.base
+            .set_insertion_point_after(unsafe { OperationRef::from_raw(operation) });
+        let new_results = results(operation);
+        for (j, output) in outputs.iter().enumerate() {
+            map.insert(key(*output), new_results[j]);
+        }
+        for (index, j) in floats.iter().enumerate() {
+            tangent.insert(key(outputs[*j]), new_results[outputs.len() + index]);
+        }
+        Ok(())
+    }
+
+    /// Fills `block`, the new form of region `index` of `original`: its arguments are those
+    /// of the original region then the tangents of the `floats` carries; it ends with
+    /// `terminator` of the mapped values then their tangents.
+    #[allow(clippy::too_many_arguments)]
+    fn jvp_region_body(
+        &self,
+        original: MlirOperation,
+        index: usize,
+        block: MlirBlock,
+        floats: &[usize],
+        map: &mut HashMap<usize, V>,
+        tangent: &mut HashMap<usize, V>,
+        terminator: &str,
+    ) -> AdResult<()> {
+        let source = region_block(original, index as isize);
+        let source_arguments = block_arguments(source);
+        let new_arguments = block_arguments(block);
+        for (old, new) in source_arguments.iter().zip(&new_arguments) {
+            map.insert(key(*old), *new);
+        }
+        if !source_arguments.is_empty() {
+            // scf.for's induction variable comes before the carries.
+            let lead = usize::from(op_name(original) == "scf.for");
+            for (position, j) in floats.iter().enumerate() {
+                tangent.insert(
+                    key(source_arguments[lead + j]),
+                    new_arguments[source_arguments.len() + position],
+                );
+            }
+        }
+        self.base
+            .set_insertion_point_to_end(unsafe { BlockRef::from_raw(block) });
+        let (ops, yielded) = block_body(source)?;
+        self.jvp_ops(&ops, map, tangent)?;
+        let b = self.builder_at(original);
+        let lead = usize::from(terminator == "scf.condition");
+        let mut values: Vec<V> = yielded.iter().map(|v| mapped(map, *v)).collect();
+        for j in floats {
+            values.push(tangent_of(&b, tangent, map, yielded[lead + j])?);
+        }
+        b.terminator(terminator, &values)
     }
 
     /// Reverse mode: the callee's outputs and the cotangents of the primals at `argnums`.
@@ -452,7 +727,7 @@ impl<'c, 'a> Ad<'c, 'a> {
             inputs[index] = copy;
         }
         let mut tape = vec![];
-        let outputs = self.clone_body(callee, &inputs, |ad, original, clone, map| {
+        let outputs = self.clone_body(callee, &inputs, &mut |ad, original, clone, map| {
             if let Some(replacements) = ad.record(clone, &mut active, &mut tape)? {
                 for (old, new) in results(original).iter().zip(replacements) {
                     map.insert(key(*old), new);
@@ -490,25 +765,23 @@ impl<'c, 'a> Ad<'c, 'a> {
     }
 
     /// Records a cloned op on the tape when it depends on an active value. A custom call is
-    /// replaced by its rule's forward computation; the values that stand for its results are
-    /// returned.
+    /// replaced by its rule's forward computation, and a loop by one that also stacks its
+    /// carries; the values that stand for their results are returned.
     fn record(
         &self,
         clone: MlirOperation,
         active: &mut HashMap<usize, ()>,
         tape: &mut Vec<Entry>,
     ) -> AdResult<Option<Vec<V>>> {
+        if has_regions(clone) {
+            return self.record_region(clone, active, tape);
+        }
         let args = operands(clone);
         if !args.iter().any(|v| active.contains_key(&key(*v))) {
             return Ok(None);
         }
         let name = op_name(clone);
-        let location = unsafe { OperationRef::from_raw(clone) }.location();
-        let b = Builder {
-            context: self.context,
-            base: self.base,
-            location,
-        };
+        let b = self.builder_at(clone);
         match name.as_str() {
             "ad.custom_jvp_call" => {
                 // Linearise the rule: its tangent inputs are placeholders the tape starts from.
@@ -526,7 +799,7 @@ impl<'c, 'a> Ad<'c, 'a> {
                 let rule_outputs = self.clone_body(
                     &symbol_attribute(clone, "jvp")?,
                     &rule_args,
-                    |ad, original, rule_clone, map| {
+                    &mut |ad, original, rule_clone, map| {
                         if let Some(replacements) =
                             ad.record(rule_clone, &mut rule_active, &mut rule_tape)?
                         {
@@ -592,6 +865,104 @@ impl<'c, 'a> Ad<'c, 'a> {
         Ok(None)
     }
 
+    /// `record` for `scf.for`, `scf.if` and `scf.while`. The backward sweep recomputes the
+    /// body of a loop iteration (or the branch taken) from saved carries, so only the
+    /// carries are kept.
+    fn record_region(
+        &self,
+        clone: MlirOperation,
+        active: &mut HashMap<usize, ()>,
+        tape: &mut Vec<Entry>,
+    ) -> AdResult<Option<Vec<V>>> {
+        let is_active = |v: &V| active.contains_key(&key(*v));
+        let outer: Vec<V> = outer_values(clone).into_iter().filter(is_active).collect();
+        if !operands(clone).iter().any(is_active) && outer.is_empty() {
+            return Ok(None);
+        }
+        let outputs = match op_name(clone).as_str() {
+            "scf.if" => {
+                tape.push(Entry::If { op: clone, outer });
+                results(clone)
+            }
+            "scf.for" => {
+                let (forward, body_len) = self.stacking_loop(clone)?;
+                let count = constant_index(operands(forward)[1])?;
+                let outputs = results(forward)[..results(clone).len()].to_vec();
+                self.replace(clone, &outputs);
+                tape.push(Entry::Loop {
+                    forward,
+                    count,
+                    body_len,
+                    outer,
+                });
+                outputs
+            }
+            other => {
+                return Err(format!(
+                    "reverse-mode differentiation of `{other}` is not defined"
+                ));
+            }
+        };
+        for output in &outputs {
+            if is_float(*output) {
+                active.insert(key(*output), ());
+            }
+        }
+        Ok(Some(outputs))
+    }
+
+    /// Rebuilds the `scf.for` `clone` (which counts from 0 by 1) with one more carry per
+    /// carry: a stack of its value at the start of each iteration. Returns the new loop
+    /// (its results: the carries, then the stacks) and the number of ops of the original
+    /// body at the start of the new one.
+    fn stacking_loop(&self, clone: MlirOperation) -> AdResult<(MlirOperation, usize)> {
+        let args = operands(clone);
+        if constant_index(args[0])? != 0 || constant_index(args[2])? != 1 {
+            return Err(String::from("a loop that does not count from 0 by 1"));
+        }
+        let count = constant_index(args[1])?.max(0);
+        let b = self.builder_at(clone);
+        let inits = &args[3..];
+        let mut stack_types = vec![];
+        for init in inits {
+            let shape = [vec![count], b.shape(*init)?].concat();
+            stack_types.push(tensor_type(&shape, element(b.ty(*init))?));
+        }
+        let mut new_operands = args.clone();
+        for ty in &stack_types {
+            new_operands.push(b.splat(*ty, 0.0)?);
+        }
+        let types: Vec<Type<'c>> = inits
+            .iter()
+            .map(|v| b.ty(*v))
+            .chain(stack_types.iter().copied())
+            .collect();
+        let block_types = [vec![Type::index(self.context)], types.clone()].concat();
+        let (forward, blocks) = b.region_op("scf.for", &new_operands, &types, &[block_types])?;
+        self.base
+            .set_insertion_point_to_end(unsafe { BlockRef::from_raw(blocks[0]) });
+        let source = region_block(clone, 0);
+        let arguments = block_arguments(blocks[0]);
+        let mut map: HashMap<usize, V> = block_arguments(source)
+            .iter()
+            .zip(&arguments)
+            .map(|(old, new)| (key(*old), *new))
+            .collect();
+        let (ops, yielded) = block_body(source)?;
+        self.clone_ops(&ops, &mut map, &mut |_, _, _, _| Ok(()))?;
+        let body_len = block_ops(blocks[0]).len();
+        let k = b.index_to_i32(arguments[0])?;
+        let mut values: Vec<V> = yielded.iter().map(|v| mapped(&map, *v)).collect();
+        let n = inits.len();
+        for j in 0..n {
+            values.push(b.stack_row(arguments[1 + n + j], arguments[1 + j], k)?);
+        }
+        b.terminator("scf.yield", &values)?;
+        self.base
+            .set_insertion_point_after(unsafe { OperationRef::from_raw(forward) });
+        Ok((forward, body_len))
+    }
+
     /// Runs the tape backwards, adding each entry's input cotangents into `cotangent`.
     fn backward(
         &self,
@@ -608,12 +979,7 @@ impl<'c, 'a> Ad<'c, 'a> {
                     else {
                         continue;
                     };
-                    let location = unsafe { OperationRef::from_raw(*operation) }.location();
-                    let rule_builder = Builder {
-                        context: b.context,
-                        base: b.base,
-                        location,
-                    };
+                    let rule_builder = self.builder_at(*operation);
                     for (operand, contribution) in operands(*operation).iter().zip(transpose_rule(
                         &rule_builder,
                         *operation,
@@ -672,9 +1038,184 @@ impl<'c, 'a> Ad<'c, 'a> {
                         accumulate(b, cotangent, *input, ct)?;
                     }
                 }
+                Entry::Loop {
+                    forward,
+                    count,
+                    body_len,
+                    outer,
+                } => self.backward_loop(*forward, *count, *body_len, outer, cotangent)?,
+                Entry::If { op, outer } => self.backward_if(*op, outer, cotangent)?,
             }
         }
         Ok(())
+    }
+
+    /// The backward sweep of a loop made by `stacking_loop`: a loop from the last iteration
+    /// to the first that recomputes the body from the stacked carries and transposes it. Its
+    /// carries are the cotangents of the float carries and of the `outer` active values the
+    /// body uses.
+    fn backward_loop(
+        &self,
+        forward: MlirOperation,
+        count: i64,
+        body_len: usize,
+        outer: &[V],
+        cotangent: &mut HashMap<usize, V>,
+    ) -> AdResult<()> {
+        let outputs = results(forward);
+        let n = outputs.len() / 2;
+        let (carries, stacks) = outputs.split_at(n);
+        let floats: Vec<usize> = (0..n).filter(|j| is_float(carries[*j])).collect();
+        if !floats
+            .iter()
+            .any(|j| cotangent.contains_key(&key(carries[*j])))
+        {
+            return Ok(());
+        }
+        let b = self.builder_at(forward);
+        let forward_operands = operands(forward);
+        let mut new_operands = forward_operands[..3].to_vec();
+        for j in &floats {
+            new_operands.push(tangent_of(&b, cotangent, &HashMap::new(), carries[*j])?);
+        }
+        for value in outer {
+            new_operands.push(b.zeros_like(*value)?);
+        }
+        let types: Vec<Type<'c>> = new_operands[3..].iter().map(|v| b.ty(*v)).collect();
+        let block_types = [vec![Type::index(self.context)], types.clone()].concat();
+        let (reverse, blocks) = b.region_op("scf.for", &new_operands, &types, &[block_types])?;
+        self.base
+            .set_insertion_point_to_end(unsafe { BlockRef::from_raw(blocks[0]) });
+        let arguments = block_arguments(blocks[0]);
+        let last = b.index_constant(count - 1)?;
+        let k = b.index_sub(last, arguments[0])?;
+        let k32 = b.index_to_i32(k)?;
+        let source = region_block(forward, 0);
+        let source_arguments = block_arguments(source);
+        let mut map: HashMap<usize, V> = HashMap::new();
+        map.insert(key(source_arguments[0]), k);
+        let mut active: HashMap<usize, ()> = outer.iter().map(|v| (key(*v), ())).collect();
+        let mut carry_values = vec![];
+        for j in 0..n {
+            let carry = b.unstack_row(stacks[j], k32)?;
+            map.insert(key(source_arguments[1 + j]), carry);
+            if is_float(carry) {
+                active.insert(key(carry), ());
+            }
+            carry_values.push(carry);
+        }
+        let ops = block_ops(source);
+        let yielded = operands(*ops.last().ok_or("an empty loop body")?);
+        let mut tape = vec![];
+        self.clone_recording(&ops[..body_len], &mut map, &mut active, &mut tape)?;
+        let mut inner: HashMap<usize, V> = HashMap::new();
+        for (position, j) in floats.iter().enumerate() {
+            accumulate(
+                &b,
+                &mut inner,
+                mapped(&map, yielded[*j]),
+                arguments[1 + position],
+            )?;
+        }
+        self.backward(&b, &tape, &mut inner)?;
+        let mut values = vec![];
+        for j in &floats {
+            values.push(tangent_of(&b, &inner, &HashMap::new(), carry_values[*j])?);
+        }
+        for (i, value) in outer.iter().enumerate() {
+            let running = arguments[1 + floats.len() + i];
+            values.push(match inner.get(&key(*value)) {
+                Some(ct) => b.add(running, *ct)?,
+                None => running,
+            });
+        }
+        b.terminator("scf.yield", &values)?;
+        self.base
+            .set_insertion_point_after(unsafe { OperationRef::from_raw(reverse) });
+        let totals = results(reverse);
+        for (position, j) in floats.iter().enumerate() {
+            accumulate(&b, cotangent, forward_operands[3 + j], totals[position])?;
+        }
+        for (i, value) in outer.iter().enumerate() {
+            accumulate(&b, cotangent, *value, totals[floats.len() + i])?;
+        }
+        Ok(())
+    }
+
+    /// The backward sweep of an `scf.if`: an `scf.if` on the same condition whose branches
+    /// recompute the original branch and transpose it; its results are the cotangents of
+    /// the `outer` active values the branches use.
+    fn backward_if(
+        &self,
+        op: MlirOperation,
+        outer: &[V],
+        cotangent: &mut HashMap<usize, V>,
+    ) -> AdResult<()> {
+        let outputs = results(op);
+        let floats: Vec<usize> = (0..outputs.len())
+            .filter(|j| is_float(outputs[*j]))
+            .collect();
+        if !floats
+            .iter()
+            .any(|j| cotangent.contains_key(&key(outputs[*j])))
+        {
+            return Ok(());
+        }
+        let b = self.builder_at(op);
+        let mut output_cts = vec![];
+        for j in &floats {
+            output_cts.push(tangent_of(&b, cotangent, &HashMap::new(), outputs[*j])?);
+        }
+        let types: Vec<Type<'c>> = outer.iter().map(|v| b.ty(*v)).collect();
+        let (reverse, blocks) =
+            b.region_op("scf.if", &[operands(op)[0]], &types, &[vec![], vec![]])?;
+        for (index, block) in blocks.iter().enumerate() {
+            self.base
+                .set_insertion_point_to_end(unsafe { BlockRef::from_raw(*block) });
+            let (ops, yielded) = block_body(region_block(op, index as isize))?;
+            let mut map: HashMap<usize, V> = HashMap::new();
+            let mut active: HashMap<usize, ()> = outer.iter().map(|v| (key(*v), ())).collect();
+            let mut tape = vec![];
+            self.clone_recording(&ops, &mut map, &mut active, &mut tape)?;
+            let mut inner: HashMap<usize, V> = HashMap::new();
+            for (position, j) in floats.iter().enumerate() {
+                accumulate(
+                    &b,
+                    &mut inner,
+                    mapped(&map, yielded[*j]),
+                    output_cts[position],
+                )?;
+            }
+            self.backward(&b, &tape, &mut inner)?;
+            let values = outer
+                .iter()
+                .map(|v| tangent_of(&b, &inner, &HashMap::new(), *v))
+                .collect::<AdResult<Vec<_>>>()?;
+            b.terminator("scf.yield", &values)?;
+        }
+        self.base
+            .set_insertion_point_after(unsafe { OperationRef::from_raw(reverse) });
+        for (value, total) in outer.iter().zip(results(reverse)) {
+            accumulate(&b, cotangent, *value, total)?;
+        }
+        Ok(())
+    }
+}
+
+/// What `clone_ops` calls after each clone: `(ad, original, clone, map)`.
+type Visit<'v, 'c, 'a> = dyn FnMut(&Ad<'c, 'a>, MlirOperation, MlirOperation, &mut HashMap<usize, V>) -> AdResult<()>
+    + 'v;
+
+/// The (co)tangent `values` holds for `value`, or zeros shaped like `map`'s image of it.
+fn tangent_of(
+    b: &Builder,
+    values: &HashMap<usize, V>,
+    map: &HashMap<usize, V>,
+    value: V,
+) -> AdResult<V> {
+    match values.get(&key(value)) {
+        Some(t) => Ok(*t),
+        None => b.zeros_like(mapped(map, value)),
     }
 }
 
@@ -733,13 +1274,15 @@ impl<'c> Builder<'c, '_> {
         shape_of(self.ty(value))
     }
 
-    fn op(
+    /// Builds and inserts an op; returns it.
+    fn build(
         &self,
         name: &str,
         operands: &[V],
-        result: Type<'c>,
+        results: &[Type<'c>],
         attributes: &[(&str, Attribute<'c>)],
-    ) -> AdResult<V> {
+        regions: Vec<Region<'c>>,
+    ) -> AdResult<MlirOperation> {
         let operands: Vec<Value<'c, '_>> = operands
             .iter()
             .map(|v| unsafe { Value::from_raw(*v) })
@@ -750,12 +1293,103 @@ impl<'c> Builder<'c, '_> {
             .collect();
         let operation = OperationBuilder::new(name, self.location)
             .add_operands(&operands)
-            .add_results(&[result])
+            .add_results(results)
             .add_attributes(&attributes)
+            .add_regions_vec(regions)
             .build()
             .map_err(|e| e.to_string())?;
-        let inserted = self.base.insert(operation);
-        Ok(inserted.result(0).map_err(|e| e.to_string())?.to_raw())
+        Ok(self.base.insert(operation).to_raw())
+    }
+
+    fn op(
+        &self,
+        name: &str,
+        operands: &[V],
+        result: Type<'c>,
+        attributes: &[(&str, Attribute<'c>)],
+    ) -> AdResult<V> {
+        let operation = self.build(name, operands, &[result], attributes, vec![])?;
+        Ok(results(operation)[0])
+    }
+
+    /// An op with one single-block region per entry of `regions` (its block's argument
+    /// types); returns it and the blocks, to be filled and terminated.
+    fn region_op(
+        &self,
+        name: &str,
+        operands: &[V],
+        result_types: &[Type<'c>],
+        regions: &[Vec<Type<'c>>],
+    ) -> AdResult<(MlirOperation, Vec<MlirBlock>)> {
+        let regions: Vec<Region<'c>> = regions
+            .iter()
+            .map(|types| {
+                let arguments: Vec<(Type<'c>, Location<'c>)> =
+                    types.iter().map(|ty| (*ty, self.location)).collect();
+                let region = Region::new();
+                region.append_block(Block::new(&arguments));
+                region
+            })
+            .collect();
+        let count = regions.len();
+        let operation = self.build(name, operands, result_types, &[], regions)?;
+        let blocks = (0..count)
+            .map(|index| region_block(operation, index as isize))
+            .collect();
+        Ok((operation, blocks))
+    }
+
+    /// A terminator (`scf.yield`, `scf.condition`) at the insertion point.
+    fn terminator(&self, name: &str, operands: &[V]) -> AdResult<()> {
+        self.build(name, operands, &[], &[], vec![]).map(|_| ())
+    }
+
+    fn index_constant(&self, value: i64) -> AdResult<V> {
+        let index = Type::index(self.context);
+        let attribute = IntegerAttribute::new(index, value).into();
+        self.op("arith.constant", &[], index, &[("value", attribute)])
+    }
+
+    fn index_sub(&self, a: V, b: V) -> AdResult<V> {
+        self.op("arith.subi", &[a, b], Type::index(self.context), &[])
+    }
+
+    /// An `index` value as a `tensor<i32>`.
+    fn index_to_i32(&self, index: V) -> AdResult<V> {
+        let i32_type: Type<'c> = IntegerType::new(self.context, 32).into();
+        let scalar = self.op("arith.index_cast", &[index], i32_type, &[])?;
+        self.op(
+            "tensor.from_elements",
+            &[scalar],
+            tensor_type(&[], i32_type),
+            &[],
+        )
+    }
+
+    /// The start indices of row `k` (a `tensor<i32>`) of a tensor of `rank` dimensions.
+    fn row_indices(&self, k: V, rank: usize) -> AdResult<Vec<V>> {
+        let mut indices = vec![k];
+        for _ in 1..rank {
+            indices.push(self.splat(self.ty(k), 0.0)?);
+        }
+        Ok(indices)
+    }
+
+    /// `stack` with row `k` set to `row`.
+    fn stack_row(&self, stack: V, row: V, k: V) -> AdResult<V> {
+        let shape = [vec![1], self.shape(row)?].concat();
+        let row = self.reshape(row, tensor_type(&shape, element(self.ty(row))?))?;
+        let indices = self.row_indices(k, shape.len())?;
+        self.dynamic_update_slice(stack, row, &indices)
+    }
+
+    /// Row `k` of `stack`.
+    fn unstack_row(&self, stack: V, k: V) -> AdResult<V> {
+        let shape = self.shape(stack)?;
+        let sizes = [vec![1], shape[1..].to_vec()].concat();
+        let indices = self.row_indices(k, shape.len())?;
+        let row = self.dynamic_slice(stack, &indices, &sizes)?;
+        self.reshape(row, tensor_type(&shape[1..], element(self.ty(stack))?))
     }
 
     fn binary(&self, name: &str, a: V, b: V) -> AdResult<V> {
@@ -939,6 +1573,22 @@ impl<'c> Builder<'c, '_> {
     }
 
     /// `trunc(q)` as `sign(q) * floor(|q|)`.
+    fn dynamic_slice(&self, a: V, indices: &[V], sizes: &[i64]) -> AdResult<V> {
+        let ty = tensor_type(sizes, element(self.ty(a))?);
+        let operands = [&[a], indices].concat();
+        self.op(
+            "fx.dynamic_slice",
+            &operands,
+            ty,
+            &[("sizes", self.array(sizes))],
+        )
+    }
+
+    fn dynamic_update_slice(&self, a: V, update: V, indices: &[V]) -> AdResult<V> {
+        let operands = [&[a, update], indices].concat();
+        self.op("fx.dynamic_update_slice", &operands, self.ty(a), &[])
+    }
+
     fn trunc(&self, q: V) -> AdResult<V> {
         let magnitude = self.unary("fx.abs", q)?;
         let floor = self.unary("fx.floor", magnitude)?;
@@ -1165,6 +1815,16 @@ fn jvp_rule(b: &Builder, operation: MlirOperation, tangents: &[Option<V>]) -> Ad
                 }
             }
         },
+        "fx.dynamic_slice" => t(0)
+            .map(|x| b.dynamic_slice(x, &args[1..], &b.shape(z)?))
+            .transpose()?,
+        "fx.dynamic_update_slice" => {
+            if t(0).is_none() && t(1).is_none() {
+                None
+            } else {
+                Some(b.dynamic_update_slice(zero_or(0)?, zero_or(1)?, &args[2..])?)
+            }
+        }
         "fx.slice" => t(0)
             .map(|x| {
                 let attributes = [
@@ -1485,6 +2145,17 @@ fn transpose_rule(b: &Builder, operation: MlirOperation, ct: V) -> AdResult<Vec<
                     vec![Some(b.mul(spread, mask)?)]
                 }
             }
+        }
+        "fx.dynamic_slice" => {
+            let zeros = b.zeros_like(args[0])?;
+            vec![Some(b.dynamic_update_slice(zeros, ct, &args[1..])?)]
+        }
+        "fx.dynamic_update_slice" => {
+            let zeros = b.zeros_like(args[1])?;
+            vec![
+                Some(b.dynamic_update_slice(ct, zeros, &args[2..])?),
+                Some(b.dynamic_slice(ct, &args[2..], &b.shape(args[1])?)?),
+            ]
         }
         "fx.slice" => {
             let start = i64s_attribute(operation, "start_indices")?;

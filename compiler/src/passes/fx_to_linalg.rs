@@ -327,6 +327,29 @@ impl<'c, 'a> Lowering<'c, 'a> {
                 self.copy_generic(operand(0)?, &input, result_type)
             }
             "dot_general" => self.dot_general(operation, operand(0)?, operand(1)?, result_type),
+            "dynamic_slice" => {
+                let x = operand(0)?;
+                let sizes = shape(result_type)?;
+                let indices: Vec<Value> = operation.operands().skip(1).collect();
+                let offsets = self.clamped_offsets(&indices, &shape(x.r#type())?, &sizes)?;
+                self.slice_op("tensor.extract_slice", &[x], &offsets, &sizes, result_type)
+            }
+            "dynamic_update_slice" => {
+                let (x, update) = (operand(0)?, operand(1)?);
+                let sizes = shape(update.r#type())?;
+                if sizes.contains(&0) {
+                    return Ok(x);
+                }
+                let indices: Vec<Value> = operation.operands().skip(2).collect();
+                let offsets = self.clamped_offsets(&indices, &shape(x.r#type())?, &sizes)?;
+                self.slice_op(
+                    "tensor.insert_slice",
+                    &[update, x],
+                    &offsets,
+                    &sizes,
+                    result_type,
+                )
+            }
             "reverse" => {
                 let dimensions = i64_array(
                     operation
@@ -368,6 +391,71 @@ impl<'c, 'a> Lowering<'c, 'a> {
             result,
             attributes,
             vec![],
+        )
+    }
+
+    /// The offsets of a dynamic slice of `sizes` in a tensor of `dims`: each start index
+    /// (a `tensor<i32>`) clamped to `[0, dim - size]`, as an `index`.
+    fn clamped_offsets(
+        &self,
+        indices: &[Value<'c, '_>],
+        dims: &[i64],
+        sizes: &[i64],
+    ) -> Result<Vec<Value<'c, 'a>>, String> {
+        let i32_type: Type<'c> = IntegerType::new(self.context, 32).into();
+        let constant = |value: i64| {
+            self.op(
+                "arith.constant",
+                &[],
+                i32_type,
+                &[("value", IntegerAttribute::new(i32_type, value).into())],
+            )
+        };
+        let mut offsets = vec![];
+        for ((index, dim), size) in indices.iter().zip(dims).zip(sizes) {
+            let scalar = self.op("tensor.extract", &[*index], i32_type, &[])?;
+            let low = self.op("arith.maxsi", &[scalar, constant(0)?], i32_type, &[])?;
+            let clamped = self.op("arith.minsi", &[low, constant(dim - size)?], i32_type, &[])?;
+            offsets.push(self.op(
+                "arith.index_cast",
+                &[clamped],
+                Type::index(self.context),
+                &[],
+            )?);
+        }
+        Ok(offsets)
+    }
+
+    /// `tensor.extract_slice` / `tensor.insert_slice` of `sizes` at dynamic `offsets`, unit
+    /// strides; `operands` are the source (and, for insert, the destination).
+    fn slice_op(
+        &self,
+        name: &str,
+        operands: &[Value<'c, '_>],
+        offsets: &[Value<'c, '_>],
+        sizes: &[i64],
+        result: Type<'c>,
+    ) -> LResult<'c, 'a> {
+        let rank = sizes.len();
+        let attribute = |values: &[i64]| -> Attribute<'c> {
+            DenseI64ArrayAttribute::new(self.context, values).into()
+        };
+        let segments = self.attribute(&format!(
+            "array<i32: {}{rank}, 0, 0>",
+            "1, ".repeat(operands.len())
+        ))?;
+        let mut all = operands.to_vec();
+        all.extend_from_slice(offsets);
+        self.op(
+            name,
+            &all,
+            result,
+            &[
+                ("static_offsets", attribute(&vec![i64::MIN; rank])),
+                ("static_sizes", attribute(sizes)),
+                ("static_strides", attribute(&vec![1; rank])),
+                ("operandSegmentSizes", segments),
+            ],
         )
     }
 

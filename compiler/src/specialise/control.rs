@@ -1,19 +1,17 @@
-//! `jax.lax.cond`, `fori_loop`, `scan` and `while_loop`.
+//! `jax.lax.cond`, `fori_loop`, `scan` and `while_loop` as `scf` region ops on tensors.
 //!
-//! With static sizes, `cond` on an array predicate computes both branches and selects (so both
-//! must be free of side effects, which the language guarantees), `fori_loop` with static bounds
-//! and `scan` are unrolled: derivatives then follow from the ops they emit. `while_loop` runs
-//! a real loop (`scf.while`); like JAX, it cannot be differentiated in reverse mode.
+//! `fori_loop` (static bounds) and `scan` become `scf.for %k = 0 to n`, whose carries are the
+//! leaves of the loop's pytree; `scan` slices `xs` with `fx.dynamic_slice` and writes each `y`
+//! into an extra carry with `fx.dynamic_update_slice`. `cond` on an array predicate becomes
+//! `scf.if` (a static predicate picks its branch). `while_loop` becomes `scf.while`; like JAX,
+//! it cannot be differentiated in reverse mode. `fx-autodiff` differentiates the loops.
 
-use super::emit::DResult;
-use super::interp::Interp;
+use super::emit::{Binary, DResult};
+use super::interp::{Interp, flatten_carry, rebuild_carry};
 use super::value::{ArrayType, DType, Traced, Value, shape_repr};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::span::Span;
 use std::rc::Rc;
-
-/// The most iterations `fori_loop` and `scan` unroll.
-const MAX_UNROLL: i64 = 4096;
 
 pub fn call(
     interp: &mut Interp,
@@ -48,16 +46,28 @@ pub fn call(
             let lower = static_bound(&arg(0, "lower")?, "fori_loop", span)?;
             let upper = static_bound(&arg(1, "upper")?, "fori_loop", span)?;
             let body = arg(2, "body_fun")?;
-            let mut value = arg(3, "init_val")?;
-            check_unroll(upper - lower, span)?;
-            for i in lower..upper {
-                value = interp.call(&body, vec![Value::Int(i), value], vec![], span)?;
-            }
-            Ok(value)
+            let init = arg(3, "init_val")?;
+            let (carry, _) = for_loop(
+                interp,
+                (upper - lower).max(0),
+                &init,
+                span,
+                &mut |interp, k, carry| {
+                    let i = if lower == 0 {
+                        k
+                    } else {
+                        let offset = interp.emit.constant(span, &[lower as f64], k.ty.clone());
+                        interp.emit.binary(span, Binary::Add, &k, &offset)
+                    };
+                    let next = interp.call(&body, vec![Value::Array(i), carry], vec![], span)?;
+                    Ok((next, Value::None))
+                },
+            )?;
+            Ok(carry)
         }
         "scan" => {
             let f = arg(0, "f")?;
-            let mut carry = arg(1, "init")?;
+            let init = arg(1, "init")?;
             let xs = kwargs
                 .iter()
                 .find(|(k, _)| k == "xs")
@@ -101,31 +111,33 @@ pub fn call(
                     .label("here"));
                 }
             };
-            check_unroll(length, span)?;
-            let mut ys = vec![];
-            for i in 0..length {
-                let x = slice_leading(interp, &xs, i, span)?;
-                let result = interp.call(&f, vec![carry, x], vec![], span)?;
-                let (Value::Tuple(pair) | Value::List(pair)) = &result else {
-                    return Err(Diagnostic::new(
-                        "ferrax::scan",
-                        span,
-                        "the scanned function must return a pair (carry, y)",
-                    )
-                    .label("here"));
+            let reverse = match kwargs.iter().find(|(k, _)| k == "reverse") {
+                Some((_, value)) => interp.truthy(value, span)?,
+                None => false,
+            };
+            let (carry, ys) = for_loop(interp, length, &init, span, &mut |interp, k, carry| {
+                let index = if reverse {
+                    let last = interp
+                        .emit
+                        .constant(span, &[(length - 1) as f64], k.ty.clone());
+                    interp.emit.binary(span, Binary::Sub, &last, &k)
+                } else {
+                    k
                 };
-                if pair.len() != 2 {
-                    return Err(Diagnostic::new(
+                let x = slice_tree(interp, &xs, &index, span)?;
+                let result = interp.call(&f, vec![carry, x], vec![], span)?;
+                match &result {
+                    Value::Tuple(pair) | Value::List(pair) if pair.len() == 2 => {
+                        Ok((pair[0].clone(), pair[1].clone()))
+                    }
+                    _ => Err(Diagnostic::new(
                         "ferrax::scan",
                         span,
                         "the scanned function must return a pair (carry, y)",
                     )
-                    .label("here"));
+                    .label("here")),
                 }
-                carry = pair[0].clone();
-                ys.push(pair[1].clone());
-            }
-            let ys = stack_trees(interp, &ys, span)?;
+            })?;
             Ok(Value::Tuple(Rc::new(vec![carry, ys])))
         }
         _ => {
@@ -153,16 +165,6 @@ fn static_bound(value: &Value, name: &str, span: Span) -> DResult<i64> {
             format!("lax.{name} bounds must be ints, found {}", other.describe()),
         )),
     }
-}
-
-fn check_unroll(count: i64, span: Span) -> DResult<()> {
-    if count > MAX_UNROLL {
-        return Err(Diagnostic::not_supported(
-            span,
-            format!("a loop of {count} iterations (loops up to {MAX_UNROLL} are unrolled)"),
-        ));
-    }
-    Ok(())
 }
 
 /// `lax.cond`: a static predicate picks a branch; an array predicate computes both and selects.
@@ -196,8 +198,6 @@ fn cond(
         )
         .label("here"));
     }
-    let yes = interp.call(on_true, operands.clone(), vec![], span)?;
-    let no = interp.call(on_false, operands, vec![], span)?;
     let pred = if pred.ty.dtype == DType::Bool {
         pred
     } else {
@@ -208,60 +208,304 @@ fn cond(
             .emit
             .compare(span, ferrax_dialects::fx::Predicate::Ne, &pred, &zero)
     };
-    select_trees(interp, &pred, &yes, &no, span)
+    let location = interp.emit.location(span);
+    let flag = interp.emit.extract_scalar(&pred, location);
+    interp.emit.begin_region(&[], location);
+    let yes = match branch(interp, on_true, &operands, span) {
+        Ok(yes) => yes,
+        Err(error) => {
+            interp.emit.end_region("scf.yield", None, &[], location);
+            return Err(error);
+        }
+    };
+    let on_true_region = interp.emit.suspend_region();
+    interp.emit.begin_region(&[], location);
+    let outcome = branch(interp, on_false, &operands, span).and_then(|no| {
+        let types = branch_types(&yes, &no, span)?;
+        Ok((no, types))
+    });
+    let (no, types) = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            interp.emit.end_region("scf.yield", None, &[], location);
+            interp.emit.resume_region(on_true_region);
+            interp.emit.end_region("scf.yield", None, &[], location);
+            return Err(error);
+        }
+    };
+    let no_leaves = converted(interp, &no.1, &types, span);
+    let on_false_block = interp
+        .emit
+        .end_region("scf.yield", None, &no_leaves, location);
+    interp.emit.resume_region(on_true_region);
+    let yes_leaves = converted(interp, &yes.1, &types, span);
+    let on_true_block = interp
+        .emit
+        .end_region("scf.yield", None, &yes_leaves, location);
+    let results = interp.emit.push_with_regions(
+        "scf.if",
+        &[flag],
+        &[],
+        vec![on_true_block, on_false_block],
+        types,
+        location,
+    );
+    Ok(rebuild_carry(&yes.0, &mut results.into_iter()))
 }
 
-fn select_trees(
+/// Calls one branch of `cond`; returns its result's structure and array leaves.
+fn branch(
     interp: &mut Interp,
-    pred: &Traced,
-    yes: &Value,
-    no: &Value,
+    function: &Value,
+    operands: &[Value],
     span: Span,
-) -> DResult<Value> {
-    match (yes, no) {
-        (Value::Tuple(a), Value::Tuple(b)) | (Value::List(a), Value::List(b))
-            if a.len() == b.len() =>
-        {
-            let items = a
-                .iter()
-                .zip(b.iter())
-                .map(|(x, y)| select_trees(interp, pred, x, y, span))
-                .collect::<DResult<Vec<_>>>()?;
-            Ok(if matches!(yes, Value::Tuple(_)) {
-                Value::Tuple(Rc::new(items))
-            } else {
-                Value::List(Rc::new(items))
-            })
-        }
-        (Value::Tuple(_) | Value::List(_), _) | (_, Value::Tuple(_) | Value::List(_)) => {
-            Err(Diagnostic::new(
-                "ferrax::cond",
-                span,
-                "the branches of lax.cond must return the same structure",
-            )
-            .label("here"))
-        }
-        _ => {
-            let a = interp.emit.to_array(span, yes)?;
-            let b = interp.emit.to_array(span, no)?;
-            if a.ty.shape != b.ty.shape || a.ty.dtype != b.ty.dtype {
+) -> DResult<(Value, Vec<Traced>)> {
+    let result = interp.call(function, operands.to_vec(), vec![], span)?;
+    let mut leaves = vec![];
+    let template = flatten_carry(interp, &result, &mut leaves, span)?;
+    Ok((template, leaves))
+}
+
+/// The result types of `cond`: both branches must return one structure of arrays of the
+/// same shapes; a weakly typed leaf takes the other branch's dtype.
+fn branch_types(
+    yes: &(Value, Vec<Traced>),
+    no: &(Value, Vec<Traced>),
+    span: Span,
+) -> DResult<Vec<ArrayType>> {
+    if !same_structure(&yes.0, &no.0) {
+        return Err(Diagnostic::new(
+            "ferrax::cond",
+            span,
+            "the branches of lax.cond must return the same structure",
+        )
+        .label("here"));
+    }
+    yes.1
+        .iter()
+        .zip(&no.1)
+        .map(|(a, b)| {
+            let (a, b) = (&a.ty, &b.ty);
+            let dtype = match (a.dtype == b.dtype, a.weak, b.weak) {
+                _ if a.shape != b.shape => None,
+                (true, _, _) | (false, false, true) => Some(a.dtype),
+                (false, true, false) => Some(b.dtype),
+                _ => None,
+            };
+            let Some(dtype) = dtype else {
                 return Err(Diagnostic::new(
                     "ferrax::cond",
                     span,
                     format!(
                         "the branches of lax.cond must return the same types, found {}{} and {}{}",
-                        a.ty.dtype.name(),
-                        shape_repr(&a.ty.shape),
-                        b.ty.dtype.name(),
-                        shape_repr(&b.ty.shape)
+                        a.dtype.name(),
+                        shape_repr(&a.shape),
+                        b.dtype.name(),
+                        shape_repr(&b.shape)
                     ),
                 )
                 .label("here"));
-            }
-            let mask = interp.emit.broadcast_in_dim(span, pred, &[], &a.ty.shape);
-            Ok(Value::Array(interp.emit.select(span, &mask, &a, &b)))
+            };
+            Ok(ArrayType {
+                dtype,
+                shape: a.shape.clone(),
+                weak: a.weak && b.weak,
+            })
+        })
+        .collect()
+}
+
+fn same_structure(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Tuple(x), Value::Tuple(y)) | (Value::List(x), Value::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(x, y)| same_structure(x, y))
         }
+        (Value::Tuple(_) | Value::List(_), _) | (_, Value::Tuple(_) | Value::List(_)) => false,
+        _ => true,
     }
+}
+
+/// `leaves` converted to the dtypes of `types` (shapes already agree).
+fn converted(
+    interp: &mut Interp,
+    leaves: &[Traced],
+    types: &[ArrayType],
+    span: Span,
+) -> Vec<Traced> {
+    leaves
+        .iter()
+        .zip(types)
+        .map(|(leaf, ty)| {
+            let mut leaf = interp.emit.convert(span, leaf, ty.dtype);
+            leaf.ty.weak = ty.weak;
+            leaf
+        })
+        .collect()
+}
+
+/// The body of a counted loop: from the iteration number `k` (a rank-0 int32 array) and the
+/// carry, the next carry and this iteration's output (`Value::None` for none).
+type LoopBody<'b> = dyn FnMut(&mut Interp, Traced, Value) -> DResult<(Value, Value)> + 'b;
+
+/// Emits `scf.for %k = 0 to count` over the carry `init`. Returns the final carry and the
+/// outputs of the iterations stacked along a new leading axis.
+fn for_loop(
+    interp: &mut Interp,
+    count: i64,
+    init: &Value,
+    span: Span,
+    body: &mut LoopBody,
+) -> DResult<(Value, Value)> {
+    let mut leaves = vec![];
+    let template = flatten_carry(interp, init, &mut leaves, span)?;
+    let types: Vec<ArrayType> = leaves
+        .iter()
+        .map(|t| ArrayType {
+            weak: false,
+            ..t.ty.clone()
+        })
+        .collect();
+    let location = interp.emit.location(span);
+    let bounds = [
+        interp.emit.index_constant(0, location),
+        interp.emit.index_constant(count, location),
+        interp.emit.index_constant(1, location),
+    ];
+    let (iv, arguments) = interp.emit.begin_loop_region(&types, location);
+    let traced = loop_body(
+        interp,
+        iv,
+        (&template, &arguments),
+        &types,
+        count,
+        span,
+        body,
+    );
+    let (next, ys_template, ys_types) = match traced {
+        Ok(traced) => traced,
+        Err(error) => {
+            interp.emit.end_region("scf.yield", None, &[], location);
+            return Err(error);
+        }
+    };
+    let block = interp.emit.end_region("scf.yield", None, &next, location);
+    let mut inits = leaves;
+    for ty in &ys_types {
+        inits.push(interp.emit.constant(span, &[0.0], ty.clone()));
+    }
+    let results = interp.emit.push_with_regions(
+        "scf.for",
+        &bounds,
+        &inits,
+        vec![block],
+        [types.clone(), ys_types].concat(),
+        location,
+    );
+    let mut results = results.into_iter();
+    let carry = rebuild_carry(&template, &mut results.by_ref().take(types.len()));
+    let ys = rebuild_carry(&ys_template, &mut results);
+    Ok((carry, ys))
+}
+
+/// Traces one iteration into the open loop body, whose arguments are `carry` (the carry's
+/// structure and its leaves). Returns the values it yields (the next carry, then the
+/// stacked outputs, whose accumulators it adds as block arguments), the outputs' structure
+/// and the accumulators' types.
+fn loop_body(
+    interp: &mut Interp,
+    iv: mlir_sys::MlirValue,
+    carry: (&Value, &[Traced]),
+    types: &[ArrayType],
+    count: i64,
+    span: Span,
+    body: &mut LoopBody,
+) -> DResult<(Vec<Traced>, Value, Vec<ArrayType>)> {
+    let (template, arguments) = carry;
+    let location = interp.emit.location(span);
+    let k = interp.emit.index_to_array(iv, location);
+    let carry = rebuild_carry(template, &mut arguments.iter().cloned());
+    let (next, y) = body(interp, k.clone(), carry)?;
+    let mut next_leaves = vec![];
+    let next_template = flatten_carry(interp, &next, &mut next_leaves, span)?;
+    if !same_structure(template, &next_template)
+        || next_leaves.len() != types.len()
+        || next_leaves
+            .iter()
+            .zip(types)
+            .any(|(n, t)| n.ty.shape != t.shape)
+    {
+        return Err(Diagnostic::new(
+            "ferrax::loop::carry",
+            span,
+            "the loop body must return a carry of the same structure and shapes as its input",
+        )
+        .label("here"));
+    }
+    let mut yielded: Vec<Traced> = next_leaves
+        .iter()
+        .zip(types)
+        .map(|(n, t)| {
+            let mut n = interp.emit.convert(span, n, t.dtype);
+            n.ty.weak = false;
+            n
+        })
+        .collect();
+    let mut y_leaves = vec![];
+    let ys_template = flatten_outputs(interp, &y, &mut y_leaves, span)?;
+    let mut ys_types = vec![];
+    for leaf in y_leaves {
+        let mut shape = vec![count];
+        shape.extend(&leaf.ty.shape);
+        let ty = ArrayType {
+            dtype: leaf.ty.dtype,
+            shape,
+            weak: false,
+        };
+        let accumulator = interp.emit.add_region_argument(&ty, location);
+        let mut row_shape = vec![1];
+        row_shape.extend(&leaf.ty.shape);
+        let row = interp.emit.reshape(span, &leaf, &row_shape);
+        let mut indices = vec![k.clone()];
+        for _ in &leaf.ty.shape {
+            indices.push(interp.emit.constant(span, &[0.0], k.ty.clone()));
+        }
+        yielded.push(
+            interp
+                .emit
+                .dynamic_update_slice(span, &accumulator, &row, &indices),
+        );
+        ys_types.push(ty);
+    }
+    Ok((yielded, ys_template, ys_types))
+}
+
+/// Like `flatten_carry`, but `None` leaves stay `None` (a scan without outputs).
+fn flatten_outputs(
+    interp: &mut Interp,
+    value: &Value,
+    leaves: &mut Vec<Traced>,
+    span: Span,
+) -> DResult<Value> {
+    Ok(match value {
+        Value::None => Value::None,
+        Value::Tuple(items) => Value::Tuple(Rc::new(
+            items
+                .iter()
+                .map(|v| flatten_outputs(interp, v, leaves, span))
+                .collect::<DResult<_>>()?,
+        )),
+        Value::List(items) => Value::List(Rc::new(
+            items
+                .iter()
+                .map(|v| flatten_outputs(interp, v, leaves, span))
+                .collect::<DResult<_>>()?,
+        )),
+        other => {
+            let traced = interp.emit.to_array(span, other)?;
+            leaves.push(traced.clone());
+            Value::Array(traced)
+        }
+    })
 }
 
 fn leading_length(xs: &Value) -> Option<i64> {
@@ -272,66 +516,31 @@ fn leading_length(xs: &Value) -> Option<i64> {
     }
 }
 
-fn slice_leading(interp: &mut Interp, xs: &Value, i: i64, span: Span) -> DResult<Value> {
+/// Row `index` (a rank-0 int32 array) of every array leaf of `xs`.
+fn slice_tree(interp: &mut Interp, xs: &Value, index: &Traced, span: Span) -> DResult<Value> {
     Ok(match xs {
-        Value::Array(t) => super::builtins::index_array(interp, span, t, &Value::Int(i))?,
+        Value::Array(t) if !t.ty.shape.is_empty() => {
+            let mut indices = vec![index.clone()];
+            let mut sizes = vec![1];
+            for &d in &t.ty.shape[1..] {
+                indices.push(interp.emit.constant(span, &[0.0], index.ty.clone()));
+                sizes.push(d);
+            }
+            let row = interp.emit.dynamic_slice(span, t, &indices, &sizes);
+            Value::Array(interp.emit.reshape(span, &row, &t.ty.shape[1..]))
+        }
         Value::Tuple(items) => Value::Tuple(Rc::new(
             items
                 .iter()
-                .map(|v| slice_leading(interp, v, i, span))
+                .map(|v| slice_tree(interp, v, index, span))
                 .collect::<DResult<_>>()?,
         )),
         Value::List(items) => Value::List(Rc::new(
             items
                 .iter()
-                .map(|v| slice_leading(interp, v, i, span))
+                .map(|v| slice_tree(interp, v, index, span))
                 .collect::<DResult<_>>()?,
         )),
         other => other.clone(),
     })
-}
-
-/// Stacks a list of equally structured pytrees along a new leading axis.
-fn stack_trees(interp: &mut Interp, trees: &[Value], span: Span) -> DResult<Value> {
-    let Some(first) = trees.first() else {
-        return Ok(Value::None);
-    };
-    match first {
-        Value::Tuple(items) | Value::List(items) => {
-            let mut stacked = vec![];
-            for k in 0..items.len() {
-                let column: Vec<Value> = trees
-                    .iter()
-                    .map(|t| match t {
-                        Value::Tuple(xs) | Value::List(xs) if xs.len() == items.len() => {
-                            Ok(xs[k].clone())
-                        }
-                        _ => Err(Diagnostic::new(
-                            "ferrax::scan",
-                            span,
-                            "the scanned function's outputs must keep one structure",
-                        )),
-                    })
-                    .collect::<DResult<_>>()?;
-                stacked.push(stack_trees(interp, &column, span)?);
-            }
-            Ok(if matches!(first, Value::Tuple(_)) {
-                Value::Tuple(Rc::new(stacked))
-            } else {
-                Value::List(Rc::new(stacked))
-            })
-        }
-        Value::None => Ok(Value::None),
-        _ => {
-            let arrays: Vec<Traced> = trees
-                .iter()
-                .map(|t| interp.emit.to_array(span, t))
-                .collect::<DResult<_>>()?;
-            let mut shape = vec![arrays.len() as i64];
-            shape.extend(arrays[0].ty.shape.iter().copied());
-            let items: Vec<Value> = arrays.into_iter().map(Value::Array).collect();
-            let stacked = interp.emit.stack_literal(span, &items)?;
-            Ok(Value::Array(interp.emit.reshape(span, &stacked, &shape)))
-        }
-    }
 }

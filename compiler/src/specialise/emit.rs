@@ -22,6 +22,9 @@ use std::collections::HashMap;
 
 pub type DResult<T> = Result<T, Diagnostic>;
 
+/// A region whose tracing was interrupted (see `Emitter::suspend_region`).
+pub struct SuspendedRegion<'c>((usize, Block<'c>));
+
 /// Elementwise binary ops of fx.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {
@@ -161,28 +164,114 @@ impl<'c, 'a> Emitter<'c, 'a> {
 
     /// Starts the block of a region (a loop body), which sees the values around it.
     pub fn begin_region(&mut self, inputs: &[ArrayType], location: Location<'c>) -> Vec<Traced> {
-        let types: Vec<(Type<'c>, Location<'c>)> = inputs
+        self.open_block(&[], inputs, location).1
+    }
+
+    /// Starts the body of an `scf.for`: its first argument is the induction variable (an
+    /// `index`), returned raw, then one argument per carry.
+    pub fn begin_loop_region(
+        &mut self,
+        inputs: &[ArrayType],
+        location: Location<'c>,
+    ) -> (MlirValue, Vec<Traced>) {
+        let (leading, arguments) = self.open_block(&[Type::index(self.context)], inputs, location);
+        (leading[0], arguments)
+    }
+
+    fn open_block(
+        &mut self,
+        leading: &[Type<'c>],
+        inputs: &[ArrayType],
+        location: Location<'c>,
+    ) -> (Vec<MlirValue>, Vec<Traced>) {
+        let types: Vec<(Type<'c>, Location<'c>)> = leading
             .iter()
-            .map(|ty| (self.tensor_type(ty), location))
+            .copied()
+            .chain(inputs.iter().map(|ty| self.tensor_type(ty)))
+            .map(|ty| (ty, location))
             .collect();
         let block = Block::new(&types);
         let id = self.next_block;
         self.next_block += 1;
-        let arguments: Vec<MlirValue> = (0..inputs.len())
-            .map(|i| block.argument(i).expect("one argument per input").to_raw())
+        let raw: Vec<MlirValue> = (0..types.len())
+            .map(|i| block.argument(i).expect("one argument per type").to_raw())
             .collect();
         self.blocks.push((id, block));
-        arguments
-            .into_iter()
+        let (leading, arguments) = raw.split_at(leading.len());
+        let arguments = arguments
+            .iter()
             .zip(inputs)
             .map(|(raw, ty)| {
-                self.values.push((raw, id));
+                self.values.push((*raw, id));
                 Traced {
                     id: self.values.len() - 1,
                     ty: ty.clone(),
                 }
             })
-            .collect()
+            .collect();
+        (leading.to_vec(), arguments)
+    }
+
+    /// Appends an argument of type `ty` to the innermost block (a loop's extra carry).
+    pub fn add_region_argument(&mut self, ty: &ArrayType, location: Location<'c>) -> Traced {
+        let (id, block) = self.blocks.last().expect("a region is open");
+        let id = *id;
+        let raw = block.add_argument(self.tensor_type(ty), location).to_raw();
+        self.values.push((raw, id));
+        Traced {
+            id: self.values.len() - 1,
+            ty: ty.clone(),
+        }
+    }
+
+    /// Closes the innermost region without its terminator, so another region can be traced
+    /// before this one is finished (`resume_region`, then `end_region`).
+    pub fn suspend_region(&mut self) -> SuspendedRegion<'c> {
+        SuspendedRegion(self.blocks.pop().expect("a region is open"))
+    }
+
+    /// Makes a suspended region the innermost again.
+    pub fn resume_region(&mut self, region: SuspendedRegion<'c>) {
+        self.blocks.push(region.0);
+    }
+
+    /// An `index` constant in the innermost block.
+    pub fn index_constant(&self, value: i64, location: Location<'c>) -> MlirValue {
+        let index = Type::index(self.context);
+        let operation = melior::ir::operation::OperationBuilder::new("arith.constant", location)
+            .add_attributes(&[(
+                Identifier::new(self.context, "value"),
+                melior::ir::attribute::IntegerAttribute::new(index, value).into(),
+            )])
+            .add_results(&[index])
+            .build()
+            .expect("valid index constant");
+        self.append(operation)[0]
+    }
+
+    /// An `index` value as a rank-0 weak int32 array.
+    pub fn index_to_array(&mut self, index: MlirValue, location: Location<'c>) -> Traced {
+        let i32_type = Type::parse(self.context, "i32").expect("i32 parses");
+        let ty = ArrayType {
+            dtype: DType::I32,
+            shape: vec![],
+            weak: true,
+        };
+        // Safety: a live value of the innermost block.
+        let index = unsafe { melior::ir::Value::from_raw(index) };
+        let cast = melior::ir::operation::OperationBuilder::new("arith.index_cast", location)
+            .add_operands(&[index])
+            .add_results(&[i32_type])
+            .build()
+            .expect("valid index_cast");
+        let scalar = self.append(cast)[0];
+        let operation =
+            melior::ir::operation::OperationBuilder::new("tensor.from_elements", location)
+                .add_operands(&[unsafe { melior::ir::Value::from_raw(scalar) }])
+                .add_results(&[self.tensor_type(&ty)])
+                .build()
+                .expect("valid from_elements");
+        self.push(operation, ty)
     }
 
     /// Ends the innermost function, returning `results`, as `func.func @name`. Entry
@@ -272,17 +361,23 @@ impl<'c, 'a> Emitter<'c, 'a> {
         self.append(operation)[0]
     }
 
-    /// Appends an op with regions and results of types `tys` (e.g. `scf.while`).
+    /// Appends an op with regions and results of types `tys` (e.g. `scf.while`); its operands
+    /// are the raw `leading` values (loop bounds, a condition), then `operands`.
     pub fn push_with_regions(
         &mut self,
         name: &str,
+        leading: &[MlirValue],
         operands: &[Traced],
         regions: Vec<Block<'c>>,
         tys: Vec<ArrayType>,
         location: Location<'c>,
     ) -> Vec<Traced> {
-        let values: Vec<melior::ir::Value<'c, '_>> =
-            operands.iter().map(|t| self.value(t)).collect();
+        // Safety: `leading` are live values of the innermost block.
+        let mut values: Vec<melior::ir::Value<'c, '_>> = leading
+            .iter()
+            .map(|raw| unsafe { melior::ir::Value::from_raw(*raw) })
+            .collect();
+        values.extend(operands.iter().map(|t| self.value(t)));
         let types: Vec<Type<'c>> = tys.iter().map(|t| self.tensor_type(t)).collect();
         let regions: Vec<Region<'c>> = regions
             .into_iter()
@@ -1071,5 +1166,50 @@ impl Emitter<'_, '_> {
             self.tensor_type(&ty),
         );
         self.push(operation, ty)
+    }
+}
+
+impl Emitter<'_, '_> {
+    /// The block of `sizes` at run-time `indices` (rank-0 int32 arrays, one per dimension);
+    /// each index is clamped so the block fits, as in `lax.dynamic_slice`.
+    pub fn dynamic_slice(
+        &mut self,
+        span: Span,
+        a: &Traced,
+        indices: &[Traced],
+        sizes: &[i64],
+    ) -> Traced {
+        let ty = ArrayType {
+            dtype: a.ty.dtype,
+            shape: sizes.to_vec(),
+            weak: a.ty.weak,
+        };
+        let location = self.location(span);
+        let indices: Vec<_> = indices.iter().map(|t| self.value(t)).collect();
+        let operation = fx::dynamic_slice(
+            self.context,
+            location,
+            self.value(a),
+            &indices,
+            sizes,
+            self.tensor_type(&ty),
+        );
+        self.push(operation, ty)
+    }
+
+    /// `a` with the block at run-time `indices` replaced by `update` (of `a`'s dtype); the
+    /// indices are clamped so the block fits, as in `lax.dynamic_update_slice`.
+    pub fn dynamic_update_slice(
+        &mut self,
+        span: Span,
+        a: &Traced,
+        update: &Traced,
+        indices: &[Traced],
+    ) -> Traced {
+        let location = self.location(span);
+        let indices: Vec<_> = indices.iter().map(|t| self.value(t)).collect();
+        let operation =
+            fx::dynamic_update_slice(location, self.value(a), self.value(update), &indices);
+        self.push(operation, a.ty.clone())
     }
 }

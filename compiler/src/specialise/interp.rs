@@ -29,8 +29,9 @@ pub struct Interp<'c, 'a> {
     pub custom_rules: Vec<*const std::cell::RefCell<super::value::CustomRule>>,
     /// The prelude's names (`jax.nn` and `jax.scipy.special` functions written in the language).
     pub prelude: Option<Rc<Scope>>,
-    /// How many transformed functions (`grad`, `jvp`, ...) are being traced around this point.
-    pub transforming: usize,
+    /// How many functions differentiated in reverse mode (`grad`, `vjp`, ...) are being traced
+    /// around this point.
+    pub reverse_depth: usize,
 }
 
 impl<'c, 'a> Interp<'c, 'a> {
@@ -41,7 +42,7 @@ impl<'c, 'a> Interp<'c, 'a> {
             functions: 0,
             custom_rules: vec![],
             prelude: None,
-            transforming: 0,
+            reverse_depth: 0,
         }
     }
 
@@ -805,14 +806,14 @@ impl<'c, 'a> Interp<'c, 'a> {
         span: Span,
     ) -> DResult<Value> {
         use super::value::ArrayType;
-        if self.transforming > 0 {
+        if self.reverse_depth > 0 {
             return Err(Diagnostic::new(
                 "ferrax::autodiff::while_loop",
                 span,
-                "reverse-mode differentiation does not work for lax.while_loop",
+                "Reverse-mode differentiation does not work for lax.while_loop or lax.fori_loop with dynamic start/stop values.",
             )
-            .label("inside a differentiated function")
-            .help("use lax.scan, or lax.fori_loop with static bounds (forward mode through while_loop is not supported yet either)"));
+            .label("inside a function differentiated in reverse mode")
+            .help("use lax.scan, or lax.fori_loop with static bounds; forward mode (jax.jvp, jax.jacfwd) works"));
         }
         let mut leaves = vec![];
         let template = flatten_carry(self, &init, &mut leaves, span)?;
@@ -873,9 +874,14 @@ impl<'c, 'a> Interp<'c, 'a> {
             }
         };
         let after = self.emit.end_region("scf.yield", None, &next, location);
-        let results =
-            self.emit
-                .push_with_regions("scf.while", &leaves, vec![before, after], types, location);
+        let results = self.emit.push_with_regions(
+            "scf.while",
+            &[],
+            &leaves,
+            vec![before, after],
+            types,
+            location,
+        );
         Ok(rebuild_carry(&template, &mut results.into_iter()))
     }
 
@@ -1058,7 +1064,7 @@ fn dtype_constructor(dtype: super::value::DType) -> &'static str {
 }
 
 /// The array leaves of a loop carry (numbers become arrays); returns the carry's structure.
-fn flatten_carry(
+pub(super) fn flatten_carry(
     interp: &mut Interp,
     value: &Value,
     leaves: &mut Vec<super::value::Traced>,
@@ -1086,7 +1092,7 @@ fn flatten_carry(
 }
 
 /// The carry's structure with its leaves replaced, in order.
-fn rebuild_carry(
+pub(super) fn rebuild_carry(
     template: &Value,
     leaves: &mut dyn Iterator<Item = super::value::Traced>,
 ) -> Value {

@@ -37,13 +37,15 @@ pub struct Pullback {
 }
 
 /// Traces `func(*args, **kwargs)` into a private function. Array arguments become parameters;
-/// numbers at positions where `as_array` holds become weakly typed arrays first.
+/// numbers at positions where `as_array` holds become weakly typed arrays first. `reverse`
+/// says the function will be differentiated in reverse mode.
 fn lift(
     interp: &mut Interp,
     func: &Value,
     args: &[Value],
     kwargs: &[(String, Value)],
     as_array: &dyn Fn(usize) -> bool,
+    reverse: bool,
     span: Span,
 ) -> DResult<Lifted> {
     let mut operands = vec![];
@@ -81,9 +83,9 @@ fn lift(
             },
         )
         .collect();
-    interp.transforming += 1;
+    interp.reverse_depth += usize::from(reverse);
     let result = interp.call(func, inner_args, inner_kwargs, span);
-    interp.transforming -= 1;
+    interp.reverse_depth -= usize::from(reverse);
     let result = match result {
         Ok(value) => arrays_only(interp, &value, span),
         Err(error) => Err(error),
@@ -353,6 +355,7 @@ fn grad(
         &args,
         &kwargs,
         &|i| argnums.contains(&(i as i64)),
+        true,
         span,
     )?;
     let (value_output, aux_output) = match (&lifted.output, transform.has_aux) {
@@ -465,6 +468,7 @@ fn jacobian(
         &args,
         &kwargs,
         &|i| i == argnum,
+        transform.name != "jacfwd",
         span,
     )?;
     let out_ty = match &lifted.output {
@@ -592,7 +596,7 @@ pub fn vjp(interp: &mut Interp, func: &Value, primals: Vec<Value>, span: Span) -
         &primals,
         span,
     )?;
-    let lifted = lift(interp, func, &primals, &[], &|_| true, span)?;
+    let lifted = lift(interp, func, &primals, &[], &|_| true, true, span)?;
     let out = interp.call(func, primals, vec![], span)?;
     Ok(Value::Tuple(Rc::new(vec![
         out,
@@ -762,7 +766,7 @@ pub fn jvp(
         primals,
         span,
     )?;
-    let lifted = lift(interp, func, primals, &[], &|_| true, span)?;
+    let lifted = lift(interp, func, primals, &[], &|_| true, false, span)?;
     let mut tangent_values = vec![];
     for (operand, tangent) in lifted.operands.iter().zip(tangents.iter()) {
         let traced = interp.emit.to_array(span, tangent)?;
@@ -845,7 +849,7 @@ pub fn call_custom(
             ));
         }
     }
-    let lifted = lift(interp, &primal, &args, &[], &|_| true, span)?;
+    let lifted = lift(interp, &primal, &args, &[], &|_| true, false, span)?;
     if lifted.operands.len() != lifted.param_of.iter().map(Vec::len).sum::<usize>() {
         return Err(Diagnostic::not_supported(
             span,
