@@ -1,5 +1,7 @@
 //! Derivatives checked by central finite differences in float64, like
-//! `jax.test_util.check_grads`: for every fx op, first order in reverse and forward mode, and
+//! `jax.test_util.check_grads`: for every fx op and every differentiable region op
+//! (`scf.for` from `fori_loop` and `scan`, `scf.if` from `cond`), first order in reverse
+//! and forward mode, and
 //! second order reverse-over-reverse, forward-over-reverse and forward-over-forward.
 //!
 //! Each case is `g(x) = sum(sin(1.3 * EXPR))` at a fixed point `X` along a direction `V`, with
@@ -53,6 +55,41 @@ const CASES: &[(&str, &str)] = &[
     (
         "lax_ops",
         "jax.lax.integer_pow(x, 2) + jax.lax.exp(x) + jax.lax.div(x, 3.0)",
+    ),
+    ("asin", "jnp.arcsin(x * 0.9)"),
+    ("acos", "jnp.arccos(x * 0.9)"),
+    ("atan", "jnp.arctan(x)"),
+    ("erf", "jax.scipy.special.erf(x)"),
+    ("atan2", "jnp.arctan2(x, 1.0 - x)"),
+    ("round", "jnp.round(x * 3.0) + x * x"),
+    ("transpose", "jnp.outer(x, x * x).T * x"),
+    ("pad", "jnp.pad(x, (1, 2)) * jnp.pad(x * x, (2, 1))"),
+    ("reverse", "x[::-1] * x"),
+    ("reduce_prod", "jnp.prod(x) * x"),
+    ("dynamic_slice", "x[jnp.array(2)] * x + x[jnp.array(-3)]"),
+    (
+        "dynamic_update_slice",
+        "x.at[jnp.array(1)].set(x[0] * x[2]) * x",
+    ),
+    (
+        "scatter",
+        "x.at[jnp.array([0, 2, 0])].add(x * x) + x.at[jnp.array([2, 1])].set(x[:2] ** 3)",
+    ),
+    (
+        "fori_loop",
+        "jax.lax.fori_loop(0, 3, lambda i, c: jnp.sin(c) * x + c * 0.5, x)",
+    ),
+    (
+        "scan",
+        "jax.lax.scan(lambda c, xi: (c * xi + jnp.cos(c), c * xi), x, jnp.stack([x, x * x]))[1].sum(axis=0)",
+    ),
+    (
+        "cond",
+        "jax.lax.cond(jnp.sum(x) > 1.0, lambda: x * jnp.exp(x), lambda: x)",
+    ),
+    (
+        "cond_false_branch",
+        "jax.lax.cond(jnp.sum(x) > 10.0, lambda: x, lambda: jnp.sin(x) * x)",
     ),
 ];
 

@@ -42,6 +42,8 @@ const FUNCTIONS: &[&str] = &[
     "jax.numpy.ones",
     "jax.numpy.full",
     "jax.numpy.zeros_like",
+    "jax.numpy.eye",
+    "jax.numpy.identity",
     "jax.numpy.ones_like",
     "jax.numpy.full_like",
     "jax.numpy.arange",
@@ -478,6 +480,39 @@ pub fn call(
                 None => default_dtype(&fill),
             };
             filled(interp, &fill, ArrayType::new(dtype, shape), span)
+        }
+        "eye" | "identity" => {
+            let n = static_int(&args.required(0, "N")?, span)?;
+            let (m, k, dtype_index) = if short == "eye" {
+                let m = match args.get(1, "M") {
+                    Some(Value::None) | None => n,
+                    Some(m) => static_int(&m, span)?,
+                };
+                let k = match args.get(2, "k") {
+                    Some(k) => static_int(&k, span)?,
+                    None => 0,
+                };
+                (m, k, 3)
+            } else {
+                (n, 0, 1)
+            };
+            if n < 0 || m < 0 {
+                return Err(Diagnostic::new(
+                    "ferrax::shape::negative",
+                    span,
+                    format!("negative dimensions are not allowed, found {n} and {m}"),
+                ));
+            }
+            let dtype = match args.get(dtype_index, "dtype") {
+                Some(Value::None) | None => DType::F32,
+                Some(d) => dtype_of(&d, span)?,
+            };
+            let values: Vec<f64> = (0..n)
+                .flat_map(|i| (0..m).map(move |j| f64::from(u8::from(j - i == k))))
+                .collect();
+            let mut ty = ArrayType::new(dtype, vec![n, m]);
+            ty.weak = false;
+            Ok(Value::Array(interp.emit.constant(span, &values, ty)))
         }
         "zeros_like" | "ones_like" | "full_like" => {
             let like = args.array(interp, 0, "a")?;
@@ -1803,9 +1838,12 @@ fn slice_bounds(parts: &Value, n: i64, span: Span) -> DResult<(i64, i64, i64)> {
     ))
 }
 
-/// The elements a basic index (static ints, slices, `None`, `...`) selects: reverse
-/// `reversed` dimensions, slice, then reshape to `shape`.
+/// The elements a basic index (static ints, slices, `None`, `...`, and rank-0 integer
+/// arrays) selects: reverse `reversed` dimensions, slice, take the one element at each
+/// `dynamic` index of its dimension (kept whole by the slice), then reshape to `shape`.
 struct Region {
+    /// Dimensions indexed by a run-time integer, with that integer.
+    dynamic: Vec<(usize, Traced)>,
     reversed: Vec<i64>,
     start: Vec<i64>,
     limit: Vec<i64>,
@@ -1858,6 +1896,7 @@ fn basic_region(shape: &[i64], index: &Value, span: Span) -> DResult<Region> {
         .count();
     expanded.extend(std::iter::repeat_n(full_slice(), rank - used));
     let mut region = Region {
+        dynamic: vec![],
         reversed: vec![],
         start: vec![],
         limit: vec![],
@@ -1907,6 +1946,14 @@ fn basic_region(shape: &[i64], index: &Value, span: Span) -> DResult<Region> {
                 region.shape.push(count);
                 dim += 1;
             }
+            Value::Array(t) if t.ty.shape.is_empty() && t.ty.dtype.is_int() => {
+                region.dynamic.push((dim, t.clone()));
+                region.start.push(0);
+                region.limit.push(shape[dim]);
+                region.strides.push(1);
+                region.sliced.push(shape[dim]);
+                dim += 1;
+            }
             Value::Array(_) => {
                 return Err(Diagnostic::not_supported(
                     span,
@@ -1935,11 +1982,23 @@ pub fn index_array(
     traced: &Traced,
     index: &Value,
 ) -> DResult<Value> {
-    if let Value::Array(indices) = index {
+    if let Value::Array(indices) = index
+        && !is_scalar_int(indices)
+    {
         return gather(interp, span, traced, indices).map(Value::Array);
     }
     let region = basic_region(&traced.ty.shape, index, span)?;
-    let reversed = interp.emit.reverse(span, traced, &region.reversed);
+    select_region(interp, span, traced, &region).map(Value::Array)
+}
+
+fn is_scalar_int(t: &Traced) -> bool {
+    t.ty.shape.is_empty() && t.ty.dtype.is_int()
+}
+
+/// The elements of `x` that `region` selects. A run-time index counts from the end when
+/// negative and is clamped into range, as in JAX.
+fn select_region(interp: &mut Interp, span: Span, x: &Traced, region: &Region) -> DResult<Traced> {
+    let reversed = interp.emit.reverse(span, x, &region.reversed);
     let sliced = interp.emit.slice(
         span,
         &reversed,
@@ -1947,11 +2006,41 @@ pub fn index_array(
         &region.limit,
         &region.strides,
     );
-    Ok(Value::Array(interp.emit.reshape(
-        span,
-        &sliced,
-        &region.shape,
-    )))
+    let sliced = if region.dynamic.is_empty() {
+        sliced
+    } else {
+        let mut indices = vec![];
+        let mut sizes = region.sliced.clone();
+        for d in 0..region.sliced.len() {
+            indices.push(match region.dynamic.iter().find(|(dim, _)| *dim == d) {
+                Some((_, index)) => {
+                    sizes[d] = 1;
+                    wrap_index(interp, span, index, x.ty.shape[d])
+                }
+                None => int32(interp, span, 0),
+            });
+        }
+        interp.emit.dynamic_slice(span, &sliced, &indices, &sizes)
+    };
+    Ok(interp.emit.reshape(span, &sliced, &region.shape))
+}
+
+fn int32(interp: &mut Interp, span: Span, value: i64) -> Traced {
+    interp
+        .emit
+        .constant(span, &[value as f64], ArrayType::new(DType::I32, vec![]))
+}
+
+/// Run-time indices into a dimension of size `n`, as int32, plus `n` where negative.
+fn wrap_index(interp: &mut Interp, span: Span, index: &Traced, n: i64) -> Traced {
+    let mut index = interp.emit.convert(span, index, DType::I32);
+    index.ty.weak = false;
+    let like = ArrayType::new(DType::I32, index.ty.shape.clone());
+    let zero = interp.emit.constant(span, &[0.0], like.clone());
+    let size = interp.emit.constant(span, &[n as f64], like);
+    let negative = interp.emit.compare(span, Predicate::Lt, &index, &zero);
+    let shifted = interp.emit.binary(span, Binary::Add, &index, &size);
+    interp.emit.select(span, &negative, &shifted, &index)
 }
 
 /// `x[indices]` for an integer array: a one-hot product along the first axis; negative
@@ -2047,12 +2136,6 @@ pub fn at_update(
     if how == "get" {
         return index_array(interp, span, x, index);
     }
-    if matches!(index, Value::Array(_)) {
-        return Err(Diagnostic::not_supported(
-            span,
-            "`.at[]` with an array index (scatter)",
-        ));
-    }
     let Some(value) = value else {
         return Err(Diagnostic::new(
             "ferrax::call::arity",
@@ -2060,11 +2143,19 @@ pub fn at_update(
             format!("`.at[...].{how}` needs a value"),
         ));
     };
-    let region = basic_region(&x.ty.shape, index, span)?;
     let update = interp.emit.to_array(span, value)?;
     let mut update = interp.emit.convert(span, &update, x.ty.dtype);
     update.ty.weak = false;
+    if let Value::Array(indices) = index
+        && !is_scalar_int(indices)
+    {
+        return scatter(interp, x, indices, how, &update, span).map(Value::Array);
+    }
+    let region = basic_region(&x.ty.shape, index, span)?;
     let update = interp.emit.broadcast_to(span, &update, &region.shape)?;
+    if !region.dynamic.is_empty() {
+        return update_dynamic_region(interp, x, &region, how, &update, span).map(Value::Array);
+    }
     let update = interp.emit.reshape(span, &update, &region.sliced);
     let rank = x.ty.shape.len();
     let high: Vec<i64> = (0..rank)
@@ -2113,6 +2204,191 @@ pub fn at_update(
             ));
         }
     }))
+}
+
+/// `.at[index].how(update)` where the index has run-time integers: read the block,
+/// combine, and write it back with `fx.dynamic_update_slice`. As in JAX, an update at an
+/// out-of-range run-time index is dropped.
+fn update_dynamic_region(
+    interp: &mut Interp,
+    x: &Traced,
+    region: &Region,
+    how: &str,
+    update: &Traced,
+    span: Span,
+) -> DResult<Traced> {
+    if !region.reversed.is_empty() || region.strides.iter().any(|s| *s != 1) {
+        return Err(Diagnostic::not_supported(
+            span,
+            "`.at[]` with a run-time index and a strided or reversed slice",
+        ));
+    }
+    let old = select_region(interp, span, x, region)?;
+    let new = combine(interp, how, &old, update, span)?;
+    let mut block = region.sliced.clone();
+    let mut starts = vec![];
+    let mut in_range: Option<Traced> = None;
+    for d in 0..block.len() {
+        match region.dynamic.iter().find(|(dim, _)| *dim == d) {
+            Some((_, index)) => {
+                block[d] = 1;
+                let n = x.ty.shape[d];
+                starts.push(wrap_index(interp, span, index, n));
+                let index = interp.emit.convert(span, index, DType::I32);
+                let low = int32(interp, span, -n);
+                let high = int32(interp, span, n);
+                let above = interp.emit.compare(span, Predicate::Ge, &index, &low);
+                let below = interp.emit.compare(span, Predicate::Lt, &index, &high);
+                let inside = interp.emit.binary(span, Binary::And, &above, &below);
+                in_range = Some(match in_range {
+                    Some(all) => interp.emit.binary(span, Binary::And, &all, &inside),
+                    None => inside,
+                });
+            }
+            None => starts.push(int32(interp, span, region.start[d])),
+        }
+    }
+    let new = interp.emit.reshape(span, &new, &block);
+    let updated = interp.emit.dynamic_update_slice(span, x, &new, &starts);
+    let in_range = in_range.expect("a dynamic region has a run-time index");
+    let mask = interp
+        .emit
+        .broadcast_in_dim(span, &in_range, &[], &x.ty.shape);
+    Ok(interp.emit.select(span, &mask, &updated, x))
+}
+
+/// `old` combined with `update` as `.at[].how` does.
+fn combine(
+    interp: &mut Interp,
+    how: &str,
+    old: &Traced,
+    update: &Traced,
+    span: Span,
+) -> DResult<Traced> {
+    Ok(match how {
+        "set" => update.clone(),
+        "add" => interp.emit.binary(span, Binary::Add, old, update),
+        "multiply" | "mul" => interp.emit.binary(span, Binary::Mul, old, update),
+        "min" => interp.emit.binary(span, Binary::Min, old, update),
+        "max" => interp.emit.binary(span, Binary::Max, old, update),
+        other => {
+            return Err(Diagnostic::not_supported(
+                span,
+                format!("`.at[...].{other}`"),
+            ));
+        }
+    })
+}
+
+/// `x.at[indices].set(update)` / `.add(update)` for an integer array of indices into the
+/// first axis (a scatter): a one-hot matrix of the indices times the updates. Negative
+/// indices count from the end; out-of-range ones are dropped, as in JAX. `add` sums the
+/// updates of repeated indices; `set` keeps the last.
+fn scatter(
+    interp: &mut Interp,
+    x: &Traced,
+    indices: &Traced,
+    how: &str,
+    update: &Traced,
+    span: Span,
+) -> DResult<Traced> {
+    if !matches!(how, "set" | "add") {
+        return Err(Diagnostic::not_supported(
+            span,
+            format!("`.at[]` with an array index and `.{how}` (only set and add)"),
+        ));
+    }
+    if !indices.ty.dtype.is_int() {
+        return Err(Diagnostic::new(
+            "ferrax::index::type",
+            span,
+            format!(
+                "array indices must be integers, found {}",
+                indices.ty.dtype.name()
+            ),
+        ));
+    }
+    let Some(&n) = x.ty.shape.first() else {
+        return Err(Diagnostic::new(
+            "ferrax::index::rank",
+            span,
+            "a 0-d array cannot be indexed",
+        ));
+    };
+    let dtype = if x.ty.dtype == DType::Bool {
+        DType::I32
+    } else {
+        x.ty.dtype
+    };
+    let count: i64 = indices.ty.shape.iter().product();
+    let flat = interp.emit.reshape(span, indices, &[count]);
+    let flat = wrap_index(interp, span, &flat, n);
+    let rest = &x.ty.shape[1..];
+    let update = interp.emit.broadcast_to(
+        span,
+        update,
+        &[indices.ty.shape.clone(), rest.to_vec()].concat(),
+    )?;
+    let update = interp
+        .emit
+        .reshape(span, &update, &[vec![count], rest.to_vec()].concat());
+    let update = interp.emit.convert(span, &update, dtype);
+    // hit[k, p]: update k goes to row p.
+    let positions: Vec<f64> = (0..n).map(|p| p as f64).collect();
+    let positions = interp
+        .emit
+        .constant(span, &positions, ArrayType::new(DType::I32, vec![n]));
+    let positions = interp
+        .emit
+        .broadcast_in_dim(span, &positions, &[1], &[count, n]);
+    let targets = interp.emit.broadcast_in_dim(span, &flat, &[0], &[count, n]);
+    let mut hit = interp
+        .emit
+        .compare(span, Predicate::Eq, &targets, &positions);
+    if how == "set" {
+        // Keep update k only if no later update goes to the same row.
+        let later: Vec<f64> = (0..count)
+            .flat_map(|k| (0..count).map(move |j| f64::from(u8::from(j > k))))
+            .collect();
+        let later = interp.emit.constant(
+            span,
+            &later,
+            ArrayType::new(DType::Bool, vec![count, count]),
+        );
+        let rows = interp
+            .emit
+            .broadcast_in_dim(span, &flat, &[0], &[count, count]);
+        let columns = interp
+            .emit
+            .broadcast_in_dim(span, &flat, &[1], &[count, count]);
+        let same = interp.emit.compare(span, Predicate::Eq, &rows, &columns);
+        let overwritten = interp.emit.binary(span, Binary::And, &same, &later);
+        let overwritten = interp
+            .emit
+            .reduce(span, ReduceKind::Max, &overwritten, &[1]);
+        let kept = interp.emit.unary(span, Unary::Not, &overwritten);
+        let kept = interp.emit.broadcast_in_dim(span, &kept, &[0], &[count, n]);
+        hit = interp.emit.binary(span, Binary::And, &hit, &kept);
+    }
+    let one_hot = interp.emit.convert(span, &hit, dtype);
+    let dims = fx::DotDimensions {
+        lhs_contracting: vec![0],
+        rhs_contracting: vec![0],
+        ..Default::default()
+    };
+    let scattered = interp.emit.dot_general(span, &one_hot, &update, &dims);
+    let scattered = interp.emit.convert(span, &scattered, x.ty.dtype);
+    Ok(if how == "add" {
+        let mut sum = interp.emit.binary(span, Binary::Add, x, &scattered);
+        sum.ty.weak = x.ty.weak;
+        sum
+    } else {
+        let touched = interp.emit.reduce(span, ReduceKind::Max, &hit, &[0]);
+        let mask = interp
+            .emit
+            .broadcast_in_dim(span, &touched, &[0], &x.ty.shape);
+        interp.emit.select(span, &mask, &scattered, x)
+    })
 }
 
 fn full_slice() -> Value {

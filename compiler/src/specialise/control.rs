@@ -49,7 +49,7 @@ pub fn call(
             let init = arg(3, "init_val")?;
             let (carry, _) = for_loop(
                 interp,
-                (upper - lower).max(0),
+                ((upper - lower).max(0), Order::Forward),
                 &init,
                 span,
                 &mut |interp, k, carry| {
@@ -115,29 +115,32 @@ pub fn call(
                 Some((_, value)) => interp.truthy(value, span)?,
                 None => false,
             };
-            let (carry, ys) = for_loop(interp, length, &init, span, &mut |interp, k, carry| {
-                let index = if reverse {
-                    let last = interp
-                        .emit
-                        .constant(span, &[(length - 1) as f64], k.ty.clone());
-                    interp.emit.binary(span, Binary::Sub, &last, &k)
-                } else {
-                    k
-                };
-                let x = slice_tree(interp, &xs, &index, span)?;
-                let result = interp.call(&f, vec![carry, x], vec![], span)?;
-                match &result {
-                    Value::Tuple(pair) | Value::List(pair) if pair.len() == 2 => {
-                        Ok((pair[0].clone(), pair[1].clone()))
+            let order = if reverse {
+                Order::Backward
+            } else {
+                Order::Forward
+            };
+            let (carry, ys) = for_loop(
+                interp,
+                (length, order),
+                &init,
+                span,
+                &mut |interp, index, carry| {
+                    let x = slice_tree(interp, &xs, &index, span)?;
+                    let result = interp.call(&f, vec![carry, x], vec![], span)?;
+                    match &result {
+                        Value::Tuple(pair) | Value::List(pair) if pair.len() == 2 => {
+                            Ok((pair[0].clone(), pair[1].clone()))
+                        }
+                        _ => Err(Diagnostic::new(
+                            "ferrax::scan",
+                            span,
+                            "the scanned function must return a pair (carry, y)",
+                        )
+                        .label("here")),
                     }
-                    _ => Err(Diagnostic::new(
-                        "ferrax::scan",
-                        span,
-                        "the scanned function must return a pair (carry, y)",
-                    )
-                    .label("here")),
-                }
-            })?;
+                },
+            )?;
             Ok(Value::Tuple(Rc::new(vec![carry, ys])))
         }
         _ => {
@@ -343,15 +346,22 @@ fn converted(
         .collect()
 }
 
-/// The body of a counted loop: from the iteration number `k` (a rank-0 int32 array) and the
+/// The body of a counted loop: from the iteration's index (a rank-0 int32 array) and the
 /// carry, the next carry and this iteration's output (`Value::None` for none).
 type LoopBody<'b> = dyn FnMut(&mut Interp, Traced, Value) -> DResult<(Value, Value)> + 'b;
 
+/// Whether a loop of `n` iterations visits the indices `0..n` or `n-1` down to `0`.
+#[derive(Clone, Copy)]
+enum Order {
+    Forward,
+    Backward,
+}
+
 /// Emits `scf.for %k = 0 to count` over the carry `init`. Returns the final carry and the
-/// outputs of the iterations stacked along a new leading axis.
+/// outputs of the iterations stacked along a new leading axis, each at its index.
 fn for_loop(
     interp: &mut Interp,
-    count: i64,
+    (count, order): (i64, Order),
     init: &Value,
     span: Span,
     body: &mut LoopBody,
@@ -377,7 +387,7 @@ fn for_loop(
         iv,
         (&template, &arguments),
         &types,
-        count,
+        (count, order),
         span,
         body,
     );
@@ -416,13 +426,22 @@ fn loop_body(
     iv: mlir_sys::MlirValue,
     carry: (&Value, &[Traced]),
     types: &[ArrayType],
-    count: i64,
+    (count, order): (i64, Order),
     span: Span,
     body: &mut LoopBody,
 ) -> DResult<(Vec<Traced>, Value, Vec<ArrayType>)> {
     let (template, arguments) = carry;
     let location = interp.emit.location(span);
     let k = interp.emit.index_to_array(iv, location);
+    let k = match order {
+        Order::Forward => k,
+        Order::Backward => {
+            let last = interp
+                .emit
+                .constant(span, &[(count - 1) as f64], k.ty.clone());
+            interp.emit.binary(span, Binary::Sub, &last, &k)
+        }
+    };
     let carry = rebuild_carry(template, &mut arguments.iter().cloned());
     let (next, y) = body(interp, k.clone(), carry)?;
     let mut next_leaves = vec![];
