@@ -2011,10 +2011,10 @@ fn select_region(interp: &mut Interp, span: Span, x: &Traced, region: &Region) -
     } else {
         let mut indices = vec![];
         let mut sizes = region.sliced.clone();
-        for d in 0..region.sliced.len() {
+        for (d, size) in sizes.iter_mut().enumerate() {
             indices.push(match region.dynamic.iter().find(|(dim, _)| *dim == d) {
                 Some((_, index)) => {
-                    sizes[d] = 1;
+                    *size = 1;
                     wrap_index(interp, span, index, x.ty.shape[d])
                 }
                 None => int32(interp, span, 0),
@@ -2228,10 +2228,10 @@ fn update_dynamic_region(
     let mut block = region.sliced.clone();
     let mut starts = vec![];
     let mut in_range: Option<Traced> = None;
-    for d in 0..block.len() {
+    for (d, size) in block.iter_mut().enumerate() {
         match region.dynamic.iter().find(|(dim, _)| *dim == d) {
             Some((_, index)) => {
-                block[d] = 1;
+                *size = 1;
                 let n = x.ty.shape[d];
                 starts.push(wrap_index(interp, span, index, n));
                 let index = interp.emit.convert(span, index, DType::I32);
