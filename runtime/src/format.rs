@@ -5,6 +5,16 @@ use crate::{Array, DType};
 /// `Array([1., 2.], dtype=float32)`, as JAX prints it.
 pub fn repr(array: &Array, weak: bool) -> String {
     let prefix = "Array(";
+    let weak = if weak { ", weak_type=True" } else { "" };
+    if array.len() == 0 && array.shape.len() > 1 {
+        // NumPy prints an empty array of several dimensions flat, with its shape.
+        let dims: Vec<String> = array.shape.iter().map(usize::to_string).collect();
+        return format!(
+            "{prefix}[], shape=({}), dtype={}{weak})",
+            dims.join(", "),
+            array.dtype.name()
+        );
+    }
     let elements = format_elements(array);
     let body = nest(
         &array.shape,
@@ -12,7 +22,6 @@ pub fn repr(array: &Array, weak: bool) -> String {
         1 + prefix.len(),
         array.len() > 1000,
     );
-    let weak = if weak { ", weak_type=True" } else { "" };
     format!("{prefix}{body}, dtype={}{weak})", array.dtype.name())
 }
 
@@ -94,9 +103,39 @@ fn format_floats(values: &[f64], dtype: DType) -> Vec<String> {
         max >= 1e8 || min < 1e-4 || max / min > 1e3
     };
     if exponential {
-        let texts: Vec<String> = values
+        // One number of fraction digits and of exponent digits for all, as NumPy does.
+        let parts: Vec<Option<(String, i32)>> = values
             .iter()
             .map(|v| float_exponential(*v, dtype))
+            .collect();
+        let digits = parts
+            .iter()
+            .flatten()
+            .map(|(mantissa, _)| mantissa.split_once('.').map_or(0, |(_, f)| f.len()))
+            .max()
+            .unwrap_or(0);
+        let width = parts
+            .iter()
+            .flatten()
+            .map(|(_, exponent)| exponent.unsigned_abs().to_string().len())
+            .max()
+            .unwrap_or(2)
+            .max(2);
+        let texts: Vec<String> = parts
+            .iter()
+            .zip(values)
+            .map(|(part, v)| match part {
+                None => special(*v),
+                Some((mantissa, exponent)) => {
+                    let fraction = mantissa.split_once('.').map_or(0, |(_, f)| f.len());
+                    let sign = if *exponent < 0 { '-' } else { '+' };
+                    format!(
+                        "{mantissa}{}e{sign}{:0width$}",
+                        "0".repeat(digits - fraction),
+                        exponent.unsigned_abs()
+                    )
+                }
+            })
             .collect();
         return pad_left(texts);
     }
@@ -153,22 +192,15 @@ fn positional(v: f64, dtype: DType) -> String {
     }
 }
 
-fn float_exponential(v: f64, dtype: DType) -> String {
+/// The shortest mantissa (with its point) and the exponent of a finite `v`.
+fn float_exponential(v: f64, dtype: DType) -> Option<(String, i32)> {
     if !v.is_finite() {
-        return special(v);
+        return None;
     }
-    let text = format!(
-        "{:e}",
-        if dtype == DType::F32 {
-            f64::from(v as f32)
-        } else {
-            v
-        }
-    );
     let text = if dtype == DType::F32 {
         format!("{:e}", v as f32)
     } else {
-        text
+        format!("{v:e}")
     };
     let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
     let mantissa = if mantissa.contains('.') {
@@ -176,9 +208,7 @@ fn float_exponential(v: f64, dtype: DType) -> String {
     } else {
         format!("{mantissa}.")
     };
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let sign = if exponent < 0 { '-' } else { '+' };
-    format!("{mantissa}e{sign}{:02}", exponent.abs())
+    Some((mantissa, exponent.parse().unwrap_or(0)))
 }
 
 /// Nested brackets for `shape`, 1-D rows wrapped at 75 characters, `...` past 1000 elements.

@@ -2667,9 +2667,11 @@ fn contract(
         }
     }
     if a.ty.dtype == DType::Bool {
+        // A bool contraction is true where any product is, as in JAX.
         let a = interp.emit.convert(span, &a, DType::I32);
         let b = interp.emit.convert(span, &b, DType::I32);
-        return Ok(interp.emit.dot_general(span, &a, &b, &dims));
+        let count = interp.emit.dot_general(span, &a, &b, &dims);
+        return Ok(interp.emit.convert(span, &count, DType::Bool));
     }
     Ok(interp.emit.dot_general(span, &a, &b, &dims))
 }
