@@ -6,7 +6,7 @@ use crate::{Array, DType};
 pub fn repr(array: &Array, weak: bool) -> String {
     let prefix = "Array(";
     let weak = if weak { ", weak_type=True" } else { "" };
-    if array.len() == 0 && array.shape.len() > 1 {
+    if array.is_empty() && array.shape.len() > 1 {
         // NumPy prints an empty array of several dimensions flat, with its shape.
         let dims: Vec<String> = array.shape.iter().map(usize::to_string).collect();
         return format!(
