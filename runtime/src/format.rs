@@ -6,11 +6,12 @@ use crate::{Array, DType};
 pub fn repr(array: &Array, weak: bool) -> String {
     let prefix = "Array(";
     let weak = if weak { ", weak_type=True" } else { "" };
-    if array.is_empty() && array.shape.len() > 1 {
-        // NumPy prints an empty array of several dimensions flat, with its shape.
+    if array.is_empty() {
+        // An empty array prints flat, with its shape as a Python tuple.
         let dims: Vec<String> = array.shape.iter().map(usize::to_string).collect();
+        let comma = if dims.len() == 1 { "," } else { "" };
         return format!(
-            "{prefix}[], shape=({}), dtype={}{weak})",
+            "{prefix}[], shape=({}{comma}), dtype={}{weak})",
             dims.join(", "),
             array.dtype.name()
         );
