@@ -7,8 +7,10 @@
 //! - `passes`: one file per pass (`fx_to_linalg`).
 //! - `pipeline`: the stages as data (`STAGES`) and the pass pipelines between them.
 //! - `backend`: LLVM translation and the JIT.
+//! - `aot`: native code through LLVM, and the C side of compiled libraries.
 //! - `diagnostic`: user errors with spans.
 
+pub mod aot;
 pub mod backend;
 pub mod diagnostic;
 pub mod passes;

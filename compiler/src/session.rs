@@ -1,11 +1,12 @@
 //! One compilation: the module's source, what to trace, and the stages to run. This is the
 //! API the CLI and the tests use (`eval`, `run`, `compile`).
 
+use crate::aot::{self, EntryInfo, NativeKind, Param};
 use crate::backend;
 use crate::diagnostic::Diagnostic;
 use crate::pipeline::{self, InternalError, RunOptions};
 use crate::specialise::{
-    self, ArrayType, DType, Entry, EntryArg, EntryArgKind, Output, StaticValue,
+    self, ArrayType, Callee, DType, Entry, EntryArg, EntryArgKind, Output, StaticValue,
 };
 use crate::syntax::ast::{self, ExprKind, UnaryOp};
 use crate::syntax::parser::{parse_expression, parse_module};
@@ -257,7 +258,7 @@ impl Session {
             inputs.push(array);
         }
         let entry = Entry::Call {
-            function: function.to_string(),
+            callee: Callee::Name(function.to_string()),
             span: call_span,
             args: entry_args,
         };
@@ -276,7 +277,7 @@ impl Session {
         let signature_file = self.sources.add("<signature>", signature);
         let args = parse_signature(signature_file, signature)?;
         let entry = Entry::Call {
-            function: function.to_string(),
+            callee: Callee::Name(function.to_string()),
             span: Span::new(signature_file, 0, signature.len()),
             args,
         };
@@ -302,6 +303,125 @@ impl Session {
             .as_operation()
             .to_string_with_flags(flags)
             .unwrap_or_else(|_| traced.module.as_operation().to_string()))
+    }
+
+    /// Compiles library entries for `signature` (every entry takes the same arguments) to
+    /// native code for `cpu` (the host when `None`); returns the code and the entries.
+    pub fn compile_native(
+        &mut self,
+        entries: &[LibraryEntry],
+        signature: &str,
+        cpu: Option<&str>,
+        kind: NativeKind,
+    ) -> Result<(Vec<u8>, Vec<EntryInfo>), Error> {
+        let signature_file = self.sources.add("<signature>", signature);
+        let signature_span = Span::new(signature_file, 0, signature.len());
+        let mut args = parse_signature(signature_file, signature)?;
+        let mut inputs = vec![];
+        for (index, arg) in args.iter_mut().enumerate() {
+            let name = arg.name.take().unwrap_or_else(|| format!("x{index}"));
+            if !is_c_identifier(&name) {
+                return Err(Error::User(vec![
+                    Diagnostic::new(
+                        "ferrax::cli::signature",
+                        signature_span,
+                        format!("`{name}` cannot name a C parameter"),
+                    )
+                    .label("in this signature"),
+                ]));
+            }
+            if let EntryArgKind::Array(ty) = &arg.kind {
+                inputs.push(Param {
+                    name,
+                    ty: ArrayType {
+                        weak: false,
+                        ..ty.clone()
+                    },
+                });
+            }
+        }
+        let contexts: Vec<melior::Context> = entries
+            .iter()
+            .map(|_| ferrax_dialects::create_context())
+            .collect();
+        let mut modules = vec![];
+        let mut infos = vec![];
+        for (entry, context) in entries.iter().zip(&contexts) {
+            let callee = if entry.is_expression {
+                let file = self
+                    .sources
+                    .add(format!("<entry {}>", entry.name), entry.function.as_str());
+                let (expr, errors) = parse_expression(file, &entry.function);
+                match expr {
+                    Some(expr) if errors.is_empty() => Callee::Expr(expr),
+                    _ => return Err(Error::User(errors)),
+                }
+            } else {
+                Callee::Name(entry.function.clone())
+            };
+            let call = Entry::Call {
+                callee,
+                span: signature_span,
+                args: args
+                    .iter()
+                    .map(|a| EntryArg {
+                        name: None,
+                        kind: match &a.kind {
+                            EntryArgKind::Array(ty) => EntryArgKind::Array(ty.clone()),
+                            EntryArgKind::Static(v) => EntryArgKind::Static(v.clone()),
+                        },
+                    })
+                    .collect(),
+            };
+            let mut traced = specialise::trace(
+                context,
+                &self.sources,
+                &self.prelude,
+                &self.module,
+                &call,
+                &aot::implementation_name(&entry.name),
+            )?;
+            let mut leaves = vec![];
+            collect_leaves(&traced.output, &mut leaves);
+            let taken: Vec<&str> = inputs.iter().map(|p| p.name.as_str()).collect();
+            let outputs = leaves
+                .iter()
+                .enumerate()
+                .map(|(index, ty)| {
+                    let mut name = if leaves.len() == 1 {
+                        String::from("out")
+                    } else {
+                        format!("out{index}")
+                    };
+                    while taken.contains(&name.as_str()) {
+                        name.push('_');
+                    }
+                    Param {
+                        name,
+                        ty: ArrayType {
+                            weak: false,
+                            ..ty.clone()
+                        },
+                    }
+                })
+                .collect();
+            pipeline::run_until(context, &mut traced.module, "llvm-mlir", self.options)?;
+            infos.push(EntryInfo {
+                name: entry.name.clone(),
+                inputs: inputs.clone(),
+                outputs,
+            });
+            modules.push(traced.module);
+        }
+        let modules: Vec<&melior::ir::Module> = modules.iter().collect();
+        let code = aot::emit_native(&modules, cpu, kind).map_err(|message| {
+            Error::Internal(InternalError {
+                stage: "native code",
+                messages: vec![message],
+                ir: String::new(),
+            })
+        })?;
+        Ok((code, infos))
     }
 
     fn execute(
@@ -344,6 +464,30 @@ impl Session {
         };
         Ok(assemble(&traced.output, &results))
     }
+}
+
+/// An entry of a compiled library: its C name and the function it calls, a function of the
+/// module or (`is_expression`) an expression such as `jax.grad(f)`.
+pub struct LibraryEntry {
+    pub name: String,
+    pub function: String,
+    pub is_expression: bool,
+}
+
+/// A name C accepts for a function or parameter (not a keyword).
+pub fn is_c_identifier(name: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "auto", "bool", "break", "case", "char", "const", "continue", "default", "do", "double",
+        "else", "enum", "extern", "float", "for", "goto", "if", "inline", "int", "long",
+        "register", "restrict", "return", "short", "signed", "sizeof", "static", "struct",
+        "switch", "typedef", "union", "unsigned", "void", "volatile", "while", "true", "false",
+    ];
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !KEYWORDS.contains(&name)
 }
 
 fn sanitise(name: &str) -> String {

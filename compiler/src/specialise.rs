@@ -28,14 +28,21 @@ use melior::{
 pub use value::{ArrayType, DType};
 use value::{Scope, Value};
 
-/// What to trace: an expression in the module's namespace, or a call of one of its functions.
+/// What to trace: an expression in the module's namespace, or a call of a function.
 pub enum Entry {
     Expr(ast::Expr),
     Call {
-        function: String,
+        callee: Callee,
         span: Span,
         args: Vec<EntryArg>,
     },
+}
+
+/// The function an entry calls: one of the module's, or the value of an expression in the
+/// module's namespace (`jax.grad(f)`).
+pub enum Callee {
+    Name(String),
+    Expr(ast::Expr),
 }
 
 /// An argument of an entry call: a traced array input or a static value, optionally by name.
@@ -110,28 +117,33 @@ pub fn trace<'c>(
     let scope = Scope::new(None);
     scope.set("__name__", Value::Str("__ferrax__".into()));
     interp.exec_module(module, &scope)?;
+    let bind_modules = || {
+        for (name, module) in [("jax", "jax"), ("jnp", "jax.numpy"), ("lax", "jax.lax")] {
+            if scope.lookup(name).is_none() {
+                scope.set(name, Value::Module(module));
+            }
+        }
+    };
     let (value, span) = match entry {
         Entry::Expr(expr) => {
-            for (name, module) in [("jax", "jax"), ("jnp", "jax.numpy"), ("lax", "jax.lax")] {
-                if scope.lookup(name).is_none() {
-                    scope.set(name, Value::Module(module));
-                }
-            }
+            bind_modules();
             (interp.eval(expr, &scope)?, expr.span)
         }
-        Entry::Call {
-            function,
-            span,
-            args,
-        } => {
-            let callee = scope.lookup(function).ok_or_else(|| {
-                Diagnostic::new(
-                    "ferrax::name::undefined",
-                    *span,
-                    format!("the module has no function `{function}`"),
-                )
-                .label("not defined in the module")
-            })?;
+        Entry::Call { callee, span, args } => {
+            let callee = match callee {
+                Callee::Name(function) => scope.lookup(function).ok_or_else(|| {
+                    Diagnostic::new(
+                        "ferrax::name::undefined",
+                        *span,
+                        format!("the module has no function `{function}`"),
+                    )
+                    .label("not defined in the module")
+                })?,
+                Callee::Expr(expr) => {
+                    bind_modules();
+                    interp.eval(expr, &scope)?
+                }
+            };
             let mut positional = vec![];
             let mut keywords = vec![];
             let mut arrays = arguments.into_iter();

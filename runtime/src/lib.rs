@@ -1,10 +1,16 @@
-//! The Ferrax runtime: arrays (dtype, shape, bytes), their text forms (JAX's repr and the
-//! conformance JSON), and `.npy` files. It does not depend on MLIR.
+//! The Ferrax runtime: arrays (dtype, shape, 64-byte-aligned bytes), their text forms (JAX's
+//! repr and the conformance JSON), `.npy` files, and calling the entries of a compiled
+//! library (`library`, and the C API in `capi`). It does not depend on MLIR.
 
+mod buffer;
+pub mod capi;
 mod format;
+pub mod library;
 mod npy;
 
+pub use buffer::{ALIGNMENT, Buffer};
 pub use format::{json, json_float, repr};
+pub use library::{Entry, Error, Library, Signature};
 pub use npy::{read_npy, write_npy};
 
 /// Element types of arrays.
@@ -29,6 +35,13 @@ impl DType {
         }
     }
 
+    /// The dtype of a NumPy name.
+    pub fn from_name(name: &str) -> Option<DType> {
+        [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64]
+            .into_iter()
+            .find(|d| d.name() == name)
+    }
+
     /// Bytes per element (bool is one byte).
     pub fn size(self) -> usize {
         match self {
@@ -39,12 +52,12 @@ impl DType {
     }
 }
 
-/// A dense row-major array with its elements as little-endian bytes.
+/// A dense row-major array with its elements as little-endian bytes, 64-byte aligned.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Array {
     pub dtype: DType,
     pub shape: Vec<usize>,
-    pub data: Vec<u8>,
+    pub data: Buffer,
 }
 
 impl Array {
@@ -54,7 +67,7 @@ impl Array {
         Self {
             dtype,
             shape,
-            data: vec![0; len],
+            data: Buffer::zeroed(len),
         }
     }
 
@@ -70,7 +83,11 @@ impl Array {
                 DType::F64 => data.extend_from_slice(&v.to_le_bytes()),
             }
         }
-        Self { dtype, shape, data }
+        Self {
+            dtype,
+            shape,
+            data: Buffer::from_bytes(&data),
+        }
     }
 
     pub fn len(&self) -> usize {

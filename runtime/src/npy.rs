@@ -100,7 +100,7 @@ pub fn read_npy(bytes: &[u8]) -> Result<Array, String> {
     Ok(Array {
         dtype,
         shape,
-        data: data.to_vec(),
+        data: crate::Buffer::from_bytes(data),
     })
 }
 

@@ -4,9 +4,10 @@
 //! internal errors print an "internal error" banner and exit with status 3.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ferrax_compiler::aot::{self, NativeKind};
 use ferrax_compiler::diagnostic::render;
 use ferrax_compiler::pipeline::EMIT_STAGES;
-use ferrax_compiler::session::{Error, RunArg, Session, Value};
+use ferrax_compiler::session::{Error, LibraryEntry, RunArg, Session, Value, is_c_identifier};
 use ferrax_compiler::syntax::span::SourceMap;
 use ferrax_runtime::{read_npy, write_npy};
 use std::path::{Path, PathBuf};
@@ -61,16 +62,28 @@ enum Command {
         #[arg(long)]
         eager: bool,
     },
-    /// Compile a function for a signature and print the IR at a stage.
+    /// Compile functions for a signature: print the IR at a stage, or emit native code, an
+    /// object, or a library with its C header.
     Compile {
         file: PathBuf,
-        function: String,
-        /// Argument types, e.g. "x: f32[1000000], w: f32[3,3]".
+        /// Functions of the file; each is an entry of its name.
+        functions: Vec<String>,
+        /// Argument types of every entry, e.g. "x: f32[1000000], w: f32[3,3]".
         #[arg(long)]
         sig: String,
-        /// The stage to print: fx, linalg, bufferized, llvm-mlir, llvm-ir.
+        /// A stage to print (fx, linalg, bufferized, llvm-mlir, llvm-ir; one function), or
+        /// asm, obj, lib (a shared library) or staticlib (an archive); a library gets a C
+        /// header beside it.
         #[arg(long, default_value = "fx")]
         emit: String,
+        /// An entry given by an expression, NAME=EXPR, e.g.
+        /// "dselu=jax.grad(lambda x: jnp.sum(selu(x)))".
+        #[arg(long = "entry")]
+        entries: Vec<String>,
+        /// The CPU to generate code for (LLVM's names, e.g. skylake-avx512); default: this
+        /// machine's.
+        #[arg(long)]
+        target_cpu: Option<String>,
         /// Write to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -198,21 +211,47 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Compile {
             file,
-            function,
+            functions,
             sig,
             emit,
+            entries,
+            target_cpu,
             output,
         } => {
+            if NATIVE.contains(&emit.as_str()) {
+                let mut session = open(&file)?;
+                session.options = options;
+                let entries = library_entries(functions, entries)?;
+                return compile_native(
+                    &mut session,
+                    &entries,
+                    &sig,
+                    &emit,
+                    target_cpu.as_deref(),
+                    output,
+                );
+            }
             if !EMIT_STAGES.contains(&emit.as_str()) {
                 return Err(Failure::Usage(format!(
-                    "unknown stage `{emit}`; the stages are {}",
-                    EMIT_STAGES.join(", ")
+                    "unknown output `{emit}`; the stages are {}, and native outputs {}",
+                    EMIT_STAGES.join(", "),
+                    NATIVE.join(", ")
+                )));
+            }
+            let [function] = functions.as_slice() else {
+                return Err(Failure::Usage(String::from(
+                    "printing a stage takes exactly one function",
+                )));
+            };
+            if !entries.is_empty() || target_cpu.is_some() {
+                return Err(Failure::Usage(String::from(
+                    "--entry and --target-cpu are for native outputs (asm, obj, lib, staticlib)",
                 )));
             }
             let mut session = open(&file)?;
             session.options = options;
             let text = session
-                .compile(&function, &sig, &emit, emit == "fx")
+                .compile(function, &sig, &emit, emit == "fx")
                 .map_err(|e| report(&session.sources, e))?;
             match output {
                 Some(path) => std::fs::write(&path, text)
@@ -222,6 +261,117 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The native outputs of `compile --emit`.
+const NATIVE: [&str; 4] = ["asm", "obj", "lib", "staticlib"];
+
+/// The entries named by `FUNC` arguments and `--entry NAME=EXPR` options.
+fn library_entries(
+    functions: Vec<String>,
+    expressions: Vec<String>,
+) -> Result<Vec<LibraryEntry>, Failure> {
+    let mut entries: Vec<LibraryEntry> = functions
+        .into_iter()
+        .map(|function| LibraryEntry {
+            name: function.clone(),
+            function,
+            is_expression: false,
+        })
+        .collect();
+    for text in expressions {
+        let Some((name, expression)) = text.split_once('=') else {
+            return Err(Failure::Usage(format!(
+                "--entry `{text}` should be NAME=EXPRESSION"
+            )));
+        };
+        entries.push(LibraryEntry {
+            name: name.trim().to_string(),
+            function: expression.trim().to_string(),
+            is_expression: true,
+        });
+    }
+    if entries.is_empty() {
+        return Err(Failure::Usage(String::from(
+            "name at least one function or --entry to compile",
+        )));
+    }
+    for (index, entry) in entries.iter().enumerate() {
+        if !is_c_identifier(&entry.name) {
+            return Err(Failure::Usage(format!(
+                "`{}` cannot name a C function",
+                entry.name
+            )));
+        }
+        if entries[..index].iter().any(|e| e.name == entry.name) {
+            return Err(Failure::Usage(format!(
+                "two entries are named `{}`",
+                entry.name
+            )));
+        }
+    }
+    Ok(entries)
+}
+
+/// `compile --emit asm|obj|lib|staticlib`.
+fn compile_native(
+    session: &mut Session,
+    entries: &[LibraryEntry],
+    sig: &str,
+    emit: &str,
+    cpu: Option<&str>,
+    output: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let kind = if emit == "asm" {
+        NativeKind::Assembly
+    } else {
+        NativeKind::Object
+    };
+    let (code, infos) = session
+        .compile_native(entries, sig, cpu, kind)
+        .map_err(|e| report(&session.sources, e))?;
+    let write = |path: &Path, bytes: &[u8]| {
+        std::fs::write(path, bytes)
+            .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))
+    };
+    let Some(output) = output else {
+        if emit == "asm" {
+            print!("{}", String::from_utf8_lossy(&code));
+            return Ok(());
+        }
+        return Err(Failure::Usage(format!("--emit {emit} needs -o FILE")));
+    };
+    if emit == "asm" || emit == "obj" {
+        return write(&output, &code);
+    }
+    let folder = std::env::temp_dir().join(format!("ferrax-{}", std::process::id()));
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", folder.display())))?;
+    let linked = aot::objects(&folder, &code, &infos).and_then(|[code, wrappers]| {
+        let out = output.display().to_string();
+        if emit == "lib" {
+            aot::cc(&["-shared", "-o", &out, &code, &wrappers, "-lm"])
+        } else {
+            let _ = std::fs::remove_file(&output);
+            let status = std::process::Command::new("ar")
+                .args(["rcs", &out, &code, &wrappers])
+                .status()
+                .map_err(|e| format!("cannot run ar: {e}"))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("ar failed to write {out}"))
+            }
+        }
+    });
+    let _ = std::fs::remove_dir_all(&folder);
+    linked.map_err(Failure::Usage)?;
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| String::from("ferrax"));
+    let header = output.with_file_name(format!("{stem}.h"));
+    write(&header, aot::header(&stem, &infos).as_bytes())
 }
 
 /// Literal arguments, or `@path.npy` files.

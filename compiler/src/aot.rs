@@ -1,0 +1,382 @@
+//! Ahead-of-time output: native code through LLVM (inkwell), and the C side of a library.
+//!
+//! A library entry `NAME` is the traced function `ferrax_impl_NAME` (its symbols are hidden)
+//! and, in a generated C file, `int NAME(const T *input..., T *output...)` with its shapes in
+//! the header, `NAME__ferrax_packed(void **)` and `NAME__ferrax_signature()` for the runtime
+//! (see `ferrax_runtime::library`). The C file and the linking go through the system's C
+//! compiler (`cc`).
+
+use crate::specialise::{ArrayType, DType};
+use inkwell::{
+    OptimizationLevel,
+    context::Context,
+    module::Module as LlvmModule,
+    passes::PassBuilderOptions,
+    targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine},
+    values::GlobalValue,
+};
+use melior::ir::Module;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Native code to emit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum NativeKind {
+    Assembly,
+    Object,
+}
+
+/// An array parameter of a library entry.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: String,
+    pub ty: ArrayType,
+}
+
+/// A library entry: the C name, its inputs and outputs.
+#[derive(Clone, Debug)]
+pub struct EntryInfo {
+    pub name: String,
+    pub inputs: Vec<Param>,
+    pub outputs: Vec<Param>,
+}
+
+/// The symbol of the compiled function behind entry `name`.
+pub fn implementation_name(name: &str) -> String {
+    format!("ferrax_impl_{name}")
+}
+
+/// Translates the modules (each at `llvm-mlir`) to one LLVM module, hides every symbol
+/// they define, optimises for `cpu` (the host when `None`) and emits position-independent
+/// code.
+pub fn emit_native(
+    modules: &[&Module],
+    cpu: Option<&str>,
+    kind: NativeKind,
+) -> Result<Vec<u8>, String> {
+    Target::initialize_x86(&InitializationConfig::default());
+    let context = Context::create();
+    let mut linked: Option<LlvmModule> = None;
+    for module in modules {
+        // Safety: the module is alive and at the LLVM dialect; the LLVM context outlives the
+        // translated module, which inkwell owns from here.
+        let translated = unsafe {
+            let raw = mlir_sys::mlirTranslateModuleToLLVMIR(
+                module.as_operation().to_raw(),
+                context.raw() as mlir_sys::LLVMContextRef,
+            );
+            if raw.is_null() {
+                return Err(String::from("LLVM could not translate the module"));
+            }
+            LlvmModule::new(raw as inkwell::llvm_sys::prelude::LLVMModuleRef)
+        };
+        match &linked {
+            None => linked = Some(translated),
+            Some(first) => first
+                .link_in_module(translated)
+                .map_err(|e| e.to_string())?,
+        }
+    }
+    let module = linked.ok_or("no entry to compile")?;
+    let mut function = module.get_first_function();
+    while let Some(f) = function {
+        if f.count_basic_blocks() > 0 {
+            f.as_global_value()
+                .set_visibility(inkwell::GlobalVisibility::Hidden);
+        }
+        function = f.get_next_function();
+    }
+    let mut global = module.get_first_global();
+    while let Some(g) = global {
+        hide(g);
+        global = g.get_next_global();
+    }
+    let triple = TargetMachine::get_default_triple();
+    let target = Target::from_triple(&triple).map_err(|e| e.to_string())?;
+    let (cpu, features) = match cpu {
+        Some(cpu) => (cpu.to_string(), String::new()),
+        None => (
+            TargetMachine::get_host_cpu_name().to_string(),
+            TargetMachine::get_host_cpu_features().to_string(),
+        ),
+    };
+    let machine = target
+        .create_target_machine(
+            &triple,
+            &cpu,
+            &features,
+            OptimizationLevel::Default,
+            RelocMode::PIC,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| format!("LLVM has no target machine for CPU `{cpu}`"))?;
+    module.set_triple(&triple);
+    module.set_data_layout(&machine.get_target_data().get_data_layout());
+    module
+        .run_passes("default<O2>", &machine, PassBuilderOptions::create())
+        .map_err(|e| e.to_string())?;
+    let file_type = match kind {
+        NativeKind::Assembly => FileType::Assembly,
+        NativeKind::Object => FileType::Object,
+    };
+    let buffer = machine
+        .write_to_memory_buffer(&module, file_type)
+        .map_err(|e| e.to_string())?;
+    Ok(buffer.as_slice().to_vec())
+}
+
+fn hide(global: GlobalValue) {
+    if global.get_initializer().is_some() {
+        global.set_visibility(inkwell::GlobalVisibility::Hidden);
+    }
+}
+
+fn c_type(dtype: DType) -> &'static str {
+    match dtype {
+        DType::Bool => "bool",
+        DType::I32 => "int32_t",
+        DType::I64 => "int64_t",
+        DType::F32 => "float",
+        DType::F64 => "double",
+    }
+}
+
+/// `f32[2, 3]`.
+fn describe(ty: &ArrayType) -> String {
+    let dims: Vec<String> = ty.shape.iter().map(i64::to_string).collect();
+    format!("{}[{}]", ty.dtype.short(), dims.join(", "))
+}
+
+/// `name(x: f32[3]) -> (f32[3], f32[])`.
+fn comment(entry: &EntryInfo) -> String {
+    let inputs: Vec<String> = entry
+        .inputs
+        .iter()
+        .map(|p| format!("{}: {}", p.name, describe(&p.ty)))
+        .collect();
+    let outputs: Vec<String> = entry.outputs.iter().map(|p| describe(&p.ty)).collect();
+    let outputs = if outputs.len() == 1 {
+        outputs[0].clone()
+    } else {
+        format!("({})", outputs.join(", "))
+    };
+    format!("{}({}) -> {outputs}", entry.name, inputs.join(", "))
+}
+
+fn prototype(entry: &EntryInfo) -> String {
+    let mut params: Vec<String> = entry
+        .inputs
+        .iter()
+        .map(|p| format!("const {} *{}", c_type(p.ty.dtype), p.name))
+        .collect();
+    params.extend(
+        entry
+            .outputs
+            .iter()
+            .map(|p| format!("{} *{}", c_type(p.ty.dtype), p.name)),
+    );
+    let params = if params.is_empty() {
+        String::from("void")
+    } else {
+        params.join(", ")
+    };
+    format!("int {}({params})", entry.name)
+}
+
+/// The C header declaring one function per entry.
+pub fn header(library: &str, entries: &[EntryInfo]) -> String {
+    let guard: String = library
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut text = format!(
+        "/* {library}: compiled by Ferrax.\n * Each function reads its inputs and writes its \
+         outputs through pointers to row-major\n * arrays of the shapes below, and returns 0, \
+         or 1 when a pointer is NULL. */\n#ifndef FERRAX_{guard}_H\n#define FERRAX_{guard}_H\n\n\
+         #include <stdbool.h>\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n"
+    );
+    for entry in entries {
+        let _ = writeln!(text, "/* {} */\n{};\n", comment(entry), prototype(entry));
+    }
+    text.push_str("#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
+    text
+}
+
+fn json_params(params: &[Param]) -> String {
+    let items: Vec<String> = params
+        .iter()
+        .map(|p| {
+            let dims: Vec<String> = p.ty.shape.iter().map(i64::to_string).collect();
+            format!(
+                "{{\\\"name\\\": \\\"{}\\\", \\\"dtype\\\": \\\"{}\\\", \\\"shape\\\": [{}]}}",
+                p.name,
+                p.ty.dtype.name(),
+                dims.join(", ")
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The C wrappers of the entries (see the module documentation) and `memrefCopy`.
+pub fn wrappers(entries: &[EntryInfo]) -> String {
+    let mut text = String::from(
+        "#include <stdbool.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n\n\
+         #define HIDDEN __attribute__((visibility(\"hidden\")))\n\n\
+         typedef struct { void *allocated; void *aligned; int64_t offset; } memref_0;\n",
+    );
+    let mut ranks: Vec<usize> = entries
+        .iter()
+        .flat_map(|e| e.inputs.iter().chain(&e.outputs))
+        .map(|p| p.ty.shape.len())
+        .filter(|r| *r > 0)
+        .collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    for rank in ranks {
+        let _ = writeln!(
+            text,
+            "typedef struct {{ void *allocated; void *aligned; int64_t offset; int64_t sizes[{rank}]; \
+             int64_t strides[{rank}]; }} memref_{rank};"
+        );
+    }
+    text.push_str(MEMREF_COPY);
+    for entry in entries {
+        let params: Vec<&Param> = entry.inputs.iter().chain(&entry.outputs).collect();
+        let arguments: Vec<String> = params
+            .iter()
+            .map(|p| format!("memref_{} *", p.ty.shape.len()))
+            .collect();
+        let implementation = implementation_name(&entry.name);
+        let _ = writeln!(
+            text,
+            "\nextern void _mlir_ciface_{implementation}({});\n\n{} {{",
+            if arguments.is_empty() {
+                String::from("void")
+            } else {
+                arguments.join(", ")
+            },
+            prototype(entry)
+        );
+        if !params.is_empty() {
+            let checks: Vec<String> = params
+                .iter()
+                .map(|p| format!("{} == NULL", p.name))
+                .collect();
+            let _ = writeln!(text, "    if ({}) return 1;", checks.join(" || "));
+        }
+        for p in &params {
+            let rank = p.ty.shape.len();
+            let mut fields = format!("(void *){0}, (void *){0}, 0", p.name);
+            if rank > 0 {
+                let mut strides = vec![1i64; rank];
+                for d in (0..rank - 1).rev() {
+                    strides[d] = strides[d + 1] * p.ty.shape[d + 1];
+                }
+                let sizes: Vec<String> = p.ty.shape.iter().map(i64::to_string).collect();
+                let strides: Vec<String> = strides.iter().map(i64::to_string).collect();
+                let _ = write!(
+                    fields,
+                    ", {{{}}}, {{{}}}",
+                    sizes.join(", "),
+                    strides.join(", ")
+                );
+            }
+            let _ = writeln!(text, "    memref_{rank} d_{} = {{{fields}}};", p.name);
+        }
+        let pointers: Vec<String> = params.iter().map(|p| format!("&d_{}", p.name)).collect();
+        let _ = writeln!(
+            text,
+            "    _mlir_ciface_{implementation}({});\n    return 0;\n}}",
+            pointers.join(", ")
+        );
+        let unpacked: Vec<String> = (0..params.len())
+            .map(|i| format!("pointers[{i}]"))
+            .collect();
+        let _ = writeln!(
+            text,
+            "\nint {0}__ferrax_packed(void **pointers) {{\n    {1}\n    return {0}({2});\n}}",
+            entry.name,
+            if params.is_empty() {
+                "(void)pointers;"
+            } else {
+                ""
+            },
+            unpacked.join(", ")
+        );
+        let _ = writeln!(
+            text,
+            "\nconst char *{}__ferrax_signature(void) {{\n    return \"{{\\\"inputs\\\": {}, \\\"outputs\\\": {}}}\";\n}}",
+            entry.name,
+            json_params(&entry.inputs),
+            json_params(&entry.outputs)
+        );
+    }
+    text
+}
+
+/// MLIR's lowering of `memref.copy` for non-contiguous memrefs calls `memrefCopy`.
+const MEMREF_COPY: &str = r#"
+typedef struct { int64_t rank; int64_t *descriptor; } unranked_memref;
+
+HIDDEN void memrefCopy(int64_t element_size, unranked_memref *source, unranked_memref *target) {
+    int64_t rank = source->rank;
+    int64_t *s = source->descriptor, *t = target->descriptor;
+    char *s_base = (char *)s[1], *t_base = (char *)t[1];
+    int64_t count = 1;
+    for (int64_t d = 0; d < rank; d++) count *= s[3 + d];
+    int64_t index[16] = {0};
+    if (rank > 16) return;
+    for (int64_t n = 0; n < count; n++) {
+        int64_t from = s[2], to = t[2];
+        for (int64_t d = 0; d < rank; d++) {
+            from += index[d] * s[3 + rank + d];
+            to += index[d] * t[3 + rank + d];
+        }
+        memcpy(t_base + to * element_size, s_base + from * element_size, (size_t)element_size);
+        for (int64_t d = rank - 1; d >= 0; d--) {
+            if (++index[d] < s[3 + d]) break;
+            index[d] = 0;
+        }
+    }
+}
+"#;
+
+/// Runs the C compiler (`$CC`, or `cc`) with `args`.
+pub fn cc(args: &[&str]) -> Result<(), String> {
+    let compiler = std::env::var("CC").unwrap_or_else(|_| String::from("cc"));
+    let output = std::process::Command::new(&compiler)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run the C compiler `{compiler}`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{compiler} {}` failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `object` and the wrappers into `folder` and compiles the wrappers; returns the
+/// paths of the two objects.
+pub fn objects(folder: &Path, object: &[u8], entries: &[EntryInfo]) -> Result<[String; 2], String> {
+    let write = |name: &str, bytes: &[u8]| -> Result<String, String> {
+        let path = folder.join(name);
+        std::fs::write(&path, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path.display().to_string())
+    };
+    let code = write("entries.o", object)?;
+    let source = write("wrappers.c", wrappers(entries).as_bytes())?;
+    let wrapper = folder.join("wrappers.o").display().to_string();
+    cc(&["-c", "-fPIC", "-O2", "-o", &wrapper, &source])?;
+    Ok([code, wrapper])
+}
