@@ -1,5 +1,6 @@
 //! The integration tests: one binary (each links MLIR), one module per kind of check.
 
+mod aot;
 mod conformance;
 mod errors;
 mod gradients;
