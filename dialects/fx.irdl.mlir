@@ -153,8 +153,9 @@ irdl.dialect @fx {
   irdl.operation @broadcast_in_dim {
     %t = irdl.base "!builtin.tensor"
     %r = irdl.base "!builtin.tensor"
+    %i = irdl.is index
     %broadcast_dimensions = irdl.base "#builtin.dense_array"
-    irdl.operands(operand: %t)
+    irdl.operands(operand: %t, dynamic_sizes: variadic %i)
     irdl.attributes { "broadcast_dimensions" = %broadcast_dimensions }
     irdl.results(res: %r)
   }

@@ -1,9 +1,9 @@
 //! Ahead-of-time output: native code through LLVM (inkwell), and the C side of a library.
 //!
 //! A library entry `NAME` is the traced function `ferrax_impl_NAME` (its symbols are hidden)
-//! and, in a generated C file, `int NAME(const T *input..., T *output...)` with its shapes in
-//! the header, `NAME__ferrax_packed(void **)` and `NAME__ferrax_signature()` for the runtime
-//! (see `ferrax_runtime::library`). The C file and the linking go through the system's C
+//! and, in a generated C file, `int NAME(int64_t size..., const T *input..., T *output...)`
+//! with its shapes in the header, `NAME__ferrax_packed(void **, const int64_t *)` and
+//! `NAME__ferrax_signature()` for the runtime (see `ferrax_runtime::library`). The C file and the linking go through the system's C
 //! compiler (`cc`).
 
 use crate::specialise::{ArrayType, DType};
@@ -26,19 +26,40 @@ pub enum NativeKind {
     Object,
 }
 
-/// An array parameter of a library entry.
+/// An array parameter of a library entry. A negative dimension is a size known only at run
+/// time (see `size_dim`).
 #[derive(Clone, Debug)]
 pub struct Param {
     pub name: String,
     pub ty: ArrayType,
 }
 
-/// A library entry: the C name, its inputs and outputs.
+/// A library entry: the C name, the sizes its caller gives (`n` of `f32[n]`), its inputs
+/// and outputs.
 #[derive(Clone, Debug)]
 pub struct EntryInfo {
     pub name: String,
+    pub sizes: Vec<String>,
     pub inputs: Vec<Param>,
     pub outputs: Vec<Param>,
+}
+
+/// The dimension that stands for size `k` of an entry.
+pub fn size_dim(k: usize) -> i64 {
+    -1 - k as i64
+}
+
+/// Which size a dimension stands for, if it is not a number.
+pub fn dim_size(dim: i64) -> Option<usize> {
+    (dim < 0).then(|| (-1 - dim) as usize)
+}
+
+/// A dimension as C or a signature writes it: the number, or the size's name.
+fn dim_text(dim: i64, sizes: &[String]) -> String {
+    match dim_size(dim) {
+        Some(k) => sizes[k].clone(),
+        None => dim.to_string(),
+    }
 }
 
 /// The symbol of the compiled function behind entry `name`.
@@ -141,20 +162,24 @@ fn c_type(dtype: DType) -> &'static str {
     }
 }
 
-/// `f32[2, 3]`.
-fn describe(ty: &ArrayType) -> String {
-    let dims: Vec<String> = ty.shape.iter().map(i64::to_string).collect();
+/// `f32[2, n]`.
+fn describe(ty: &ArrayType, sizes: &[String]) -> String {
+    let dims: Vec<String> = ty.shape.iter().map(|d| dim_text(*d, sizes)).collect();
     format!("{}[{}]", ty.dtype.short(), dims.join(", "))
 }
 
-/// `name(x: f32[3]) -> (f32[3], f32[])`.
+/// `name(x: f32[n]) -> (f32[n], f32[])`.
 fn comment(entry: &EntryInfo) -> String {
     let inputs: Vec<String> = entry
         .inputs
         .iter()
-        .map(|p| format!("{}: {}", p.name, describe(&p.ty)))
+        .map(|p| format!("{}: {}", p.name, describe(&p.ty, &entry.sizes)))
         .collect();
-    let outputs: Vec<String> = entry.outputs.iter().map(|p| describe(&p.ty)).collect();
+    let outputs: Vec<String> = entry
+        .outputs
+        .iter()
+        .map(|p| describe(&p.ty, &entry.sizes))
+        .collect();
     let outputs = if outputs.len() == 1 {
         outputs[0].clone()
     } else {
@@ -165,10 +190,16 @@ fn comment(entry: &EntryInfo) -> String {
 
 fn prototype(entry: &EntryInfo) -> String {
     let mut params: Vec<String> = entry
-        .inputs
+        .sizes
         .iter()
-        .map(|p| format!("const {} *{}", c_type(p.ty.dtype), p.name))
+        .map(|size| format!("int64_t {size}"))
         .collect();
+    params.extend(
+        entry
+            .inputs
+            .iter()
+            .map(|p| format!("const {} *{}", c_type(p.ty.dtype), p.name)),
+    );
     params.extend(
         entry
             .outputs
@@ -196,9 +227,10 @@ pub fn header(library: &str, entries: &[EntryInfo]) -> String {
         })
         .collect();
     let mut text = format!(
-        "/* {library}: compiled by Ferrax.\n * Each function reads its inputs and writes its \
-         outputs through pointers to row-major\n * arrays of the shapes below, and returns 0, \
-         or 1 when a pointer is NULL. */\n#ifndef FERRAX_{guard}_H\n#define FERRAX_{guard}_H\n\n\
+        "/* {library}: compiled by Ferrax.\n * Each function takes the sizes named in its \
+         shapes, then reads its inputs and writes its\n * outputs through pointers to \
+         row-major arrays of the shapes below. It returns 0, or 1\n * (and does nothing) \
+         when a pointer is NULL or a size is negative. */\n#ifndef FERRAX_{guard}_H\n#define FERRAX_{guard}_H\n\n\
          #include <stdbool.h>\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n"
     );
     for entry in entries {
@@ -208,11 +240,18 @@ pub fn header(library: &str, entries: &[EntryInfo]) -> String {
     text
 }
 
-fn json_params(params: &[Param]) -> String {
+fn json_params(params: &[Param], sizes: &[String]) -> String {
     let items: Vec<String> = params
         .iter()
         .map(|p| {
-            let dims: Vec<String> = p.ty.shape.iter().map(i64::to_string).collect();
+            let dims: Vec<String> =
+                p.ty.shape
+                    .iter()
+                    .map(|d| match dim_size(*d) {
+                        Some(k) => format!("\\\"{}\\\"", sizes[k]),
+                        None => d.to_string(),
+                    })
+                    .collect();
             format!(
                 "{{\\\"name\\\": \\\"{}\\\", \\\"dtype\\\": \\\"{}\\\", \\\"shape\\\": [{}]}}",
                 p.name,
@@ -264,27 +303,37 @@ pub fn wrappers(entries: &[EntryInfo]) -> String {
             },
             prototype(entry)
         );
-        if !params.is_empty() {
-            let checks: Vec<String> = params
-                .iter()
-                .map(|p| format!("{} == NULL", p.name))
-                .collect();
+        let checks: Vec<String> = params
+            .iter()
+            .map(|p| format!("{} == NULL", p.name))
+            .chain(entry.sizes.iter().map(|size| format!("{size} < 0")))
+            .collect();
+        if !checks.is_empty() {
             let _ = writeln!(text, "    if ({}) return 1;", checks.join(" || "));
         }
         for p in &params {
             let rank = p.ty.shape.len();
             let mut fields = format!("(void *){0}, (void *){0}, 0", p.name);
             if rank > 0 {
-                let mut strides = vec![1i64; rank];
-                for d in (0..rank - 1).rev() {
-                    strides[d] = strides[d + 1] * p.ty.shape[d + 1];
-                }
-                let sizes: Vec<String> = p.ty.shape.iter().map(i64::to_string).collect();
-                let strides: Vec<String> = strides.iter().map(i64::to_string).collect();
+                let dims: Vec<String> =
+                    p.ty.shape
+                        .iter()
+                        .map(|d| dim_text(*d, &entry.sizes))
+                        .collect();
+                let strides: Vec<String> = (0..rank)
+                    .map(|d| {
+                        let later = &dims[d + 1..];
+                        if later.is_empty() {
+                            String::from("1")
+                        } else {
+                            later.join(" * ")
+                        }
+                    })
+                    .collect();
                 let _ = write!(
                     fields,
                     ", {{{}}}, {{{}}}",
-                    sizes.join(", "),
+                    dims.join(", "),
                     strides.join(", ")
                 );
             }
@@ -296,26 +345,29 @@ pub fn wrappers(entries: &[EntryInfo]) -> String {
             "    _mlir_ciface_{implementation}({});\n    return 0;\n}}",
             pointers.join(", ")
         );
-        let unpacked: Vec<String> = (0..params.len())
-            .map(|i| format!("pointers[{i}]"))
+        let unpacked: Vec<String> = (0..entry.sizes.len())
+            .map(|i| format!("sizes[{i}]"))
+            .chain((0..params.len()).map(|i| format!("pointers[{i}]")))
             .collect();
         let _ = writeln!(
             text,
-            "\nint {0}__ferrax_packed(void **pointers) {{\n    {1}\n    return {0}({2});\n}}",
+            "\nint {0}__ferrax_packed(void **pointers, const int64_t *sizes) {{\n    \
+             (void)pointers;\n    (void)sizes;\n    return {0}({1});\n}}",
             entry.name,
-            if params.is_empty() {
-                "(void)pointers;"
-            } else {
-                ""
-            },
             unpacked.join(", ")
         );
+        let names: Vec<String> = entry
+            .sizes
+            .iter()
+            .map(|size| format!("\\\"{size}\\\""))
+            .collect();
         let _ = writeln!(
             text,
-            "\nconst char *{}__ferrax_signature(void) {{\n    return \"{{\\\"inputs\\\": {}, \\\"outputs\\\": {}}}\";\n}}",
+            "\nconst char *{}__ferrax_signature(void) {{\n    return \"{{\\\"sizes\\\": [{}], \\\"inputs\\\": {}, \\\"outputs\\\": {}}}\";\n}}",
             entry.name,
-            json_params(&entry.inputs),
-            json_params(&entry.outputs)
+            names.join(", "),
+            json_params(&entry.inputs, &entry.sizes),
+            json_params(&entry.outputs, &entry.sizes)
         );
     }
     text

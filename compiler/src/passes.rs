@@ -1,4 +1,5 @@
 //! The compiler's own passes, one file each. Upstream MLIR passes are named in `pipeline`.
 
 pub mod fx_autodiff;
+pub mod fx_dynamic_sizes;
 pub mod fx_to_linalg;

@@ -87,10 +87,23 @@ pub struct RunOptions {
     pub print_ir_after_all: bool,
 }
 
-/// Runs the stages after `fx` up to and including `last`, verifying after each.
+/// Runs the stages after `traced` up to and including `last`, verifying after each.
 pub fn run_until(
     context: &Context,
     module: &mut Module,
+    last: &str,
+    options: RunOptions,
+) -> Result<(), InternalError> {
+    verify(context, module, "traced")?;
+    run_between(context, module, "traced", last, options)
+}
+
+/// Runs the stages after `after` (where the module is) up to and including `last`,
+/// verifying after each.
+pub fn run_between(
+    context: &Context,
+    module: &mut Module,
+    after: &str,
     last: &str,
     options: RunOptions,
 ) -> Result<(), InternalError> {
@@ -99,11 +112,14 @@ pub fn run_until(
         // MLIR prints after each pass only when passes run on one thread.
         context.enable_multi_threading(false);
     }
-    verify(context, module, "traced")?;
-    if last == "traced" {
+    if last == after {
         return Ok(());
     }
-    for stage in &STAGES[1..] {
+    let first = STAGES
+        .iter()
+        .position(|stage| stage.name == after)
+        .map_or(STAGES.len(), |i| i + 1);
+    for stage in &STAGES[first..] {
         let messages = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
         let sink = messages.clone();
         let handler = context.attach_diagnostic_handler(move |diagnostic| {
@@ -171,7 +187,11 @@ fn run_stage(
     manager.run(module).map_err(|e| e.to_string())
 }
 
-fn verify(context: &Context, module: &Module, stage: &'static str) -> Result<(), InternalError> {
+pub fn verify(
+    context: &Context,
+    module: &Module,
+    stage: &'static str,
+) -> Result<(), InternalError> {
     let messages = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
     let sink = messages.clone();
     let handler = context.attach_diagnostic_handler(move |diagnostic| {

@@ -4,6 +4,7 @@
 use crate::aot::{self, EntryInfo, NativeKind, Param};
 use crate::backend;
 use crate::diagnostic::Diagnostic;
+use crate::passes;
 use crate::pipeline::{self, InternalError, RunOptions};
 use crate::specialise::{
     self, ArrayType, Callee, DType, Entry, EntryArg, EntryArgKind, Output, StaticValue,
@@ -307,6 +308,11 @@ impl Session {
 
     /// Compiles library entries for `signature` (every entry takes the same arguments) to
     /// native code for `cpu` (the host when `None`); returns the code and the entries.
+    ///
+    /// A size the signature leaves open (`f32[?]`, or a name such as `n`) is traced as a
+    /// probe value, twice with different values; the two programs must be the same but for
+    /// those sizes (so the code does not depend on them), and `fx-dynamic-sizes` then makes
+    /// them dynamic.
     pub fn compile_native(
         &mut self,
         entries: &[LibraryEntry],
@@ -316,30 +322,58 @@ impl Session {
     ) -> Result<(Vec<u8>, Vec<EntryInfo>), Error> {
         let signature_file = self.sources.add("<signature>", signature);
         let signature_span = Span::new(signature_file, 0, signature.len());
-        let mut args = parse_signature(signature_file, signature)?;
-        let mut inputs = vec![];
-        for (index, arg) in args.iter_mut().enumerate() {
-            let name = arg.name.take().unwrap_or_else(|| format!("x{index}"));
-            if !is_c_identifier(&name) {
-                return Err(Error::User(vec![
-                    Diagnostic::new(
-                        "ferrax::cli::signature",
-                        signature_span,
-                        format!("`{name}` cannot name a C parameter"),
-                    )
+        let parsed = parse_signature_dims(signature_file, signature)?;
+        let user_error = |message: String| {
+            Error::User(vec![
+                Diagnostic::new("ferrax::cli::signature", signature_span, message)
                     .label("in this signature"),
-                ]));
+            ])
+        };
+        let mut sizes: Vec<String> = vec![];
+        let mut params = vec![];
+        for (index, (arg, dims, _)) in parsed.iter().enumerate() {
+            let name = arg.name.clone().unwrap_or_else(|| format!("x{index}"));
+            if !is_c_identifier(&name) {
+                return Err(user_error(format!("`{name}` cannot name a C parameter")));
             }
-            if let EntryArgKind::Array(ty) = &arg.kind {
-                inputs.push(Param {
-                    name,
-                    ty: ArrayType {
-                        weak: false,
-                        ..ty.clone()
-                    },
+            let EntryArgKind::Array(ty) = &arg.kind else {
+                continue;
+            };
+            let mut shape = vec![];
+            for dim in dims {
+                shape.push(match dim {
+                    Dim::Static(size) => *size,
+                    Dim::Dynamic(size) => {
+                        let k = sizes.iter().position(|s| s == size).unwrap_or_else(|| {
+                            sizes.push(size.clone());
+                            sizes.len() - 1
+                        });
+                        aot::size_dim(k)
+                    }
                 });
             }
+            params.push(Param {
+                name,
+                ty: ArrayType {
+                    shape,
+                    weak: false,
+                    ..ty.clone()
+                },
+            });
         }
+        if let Some(clash) = sizes.iter().find(|s| params.iter().any(|p| &p.name == *s)) {
+            return Err(user_error(format!(
+                "`{clash}` names both an argument and a size"
+            )));
+        }
+        let probes: Vec<Vec<i64>> = if sizes.is_empty() {
+            vec![vec![]]
+        } else {
+            PROBES
+                .iter()
+                .map(|base| (0..sizes.len() as i64).map(|k| base + 2 * k).collect())
+                .collect()
+        };
         let contexts: Vec<melior::Context> = entries
             .iter()
             .map(|_| ferrax_dialects::create_context())
@@ -347,43 +381,34 @@ impl Session {
         let mut modules = vec![];
         let mut infos = vec![];
         for (entry, context) in entries.iter().zip(&contexts) {
-            let callee = if entry.is_expression {
-                let file = self
-                    .sources
-                    .add(format!("<entry {}>", entry.name), entry.function.as_str());
-                let (expr, errors) = parse_expression(file, &entry.function);
-                match expr {
-                    Some(expr) if errors.is_empty() => Callee::Expr(expr),
-                    _ => return Err(Error::User(errors)),
+            let (mut traced, text) =
+                self.trace_probe(context, entry, &params, &probes[0], signature_span)?;
+            for sentinels in &probes[1..] {
+                let probe_context = ferrax_dialects::create_context();
+                let (_, other) =
+                    self.trace_probe(&probe_context, entry, &params, sentinels, signature_span)?;
+                if other != text {
+                    return Err(user_error(format!(
+                        "the code of `{}` depends on the value of a size known only at run \
+                         time (a size used as a number, an array of that length, a slice, a \
+                         reshape...); give that size a number",
+                        entry.name
+                    )));
                 }
-            } else {
-                Callee::Name(entry.function.clone())
-            };
-            let call = Entry::Call {
-                callee,
-                span: signature_span,
-                args: args
-                    .iter()
-                    .map(|a| EntryArg {
-                        name: None,
-                        kind: match &a.kind {
-                            EntryArgKind::Array(ty) => EntryArgKind::Array(ty.clone()),
-                            EntryArgKind::Static(v) => EntryArgKind::Static(v.clone()),
-                        },
-                    })
-                    .collect(),
-            };
-            let mut traced = specialise::trace(
-                context,
-                &self.sources,
-                &self.prelude,
-                &self.module,
-                &call,
-                &aot::implementation_name(&entry.name),
-            )?;
+            }
+            if !sizes.is_empty() {
+                passes::fx_dynamic_sizes::run(context, traced.module.as_operation(), &probes[0])
+                    .map_err(|message| {
+                        user_error(format!(
+                            "`{}` cannot take sizes known only at run time: {message}",
+                            entry.name
+                        ))
+                    })?;
+                pipeline::verify(context, &traced.module, "fx-dynamic-sizes")?;
+            }
             let mut leaves = vec![];
             collect_leaves(&traced.output, &mut leaves);
-            let taken: Vec<&str> = inputs.iter().map(|p| p.name.as_str()).collect();
+            let taken: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
             let outputs = leaves
                 .iter()
                 .enumerate()
@@ -393,22 +418,34 @@ impl Session {
                     } else {
                         format!("out{index}")
                     };
-                    while taken.contains(&name.as_str()) {
+                    while taken.contains(&name.as_str()) || sizes.contains(&name) {
                         name.push('_');
                     }
+                    let shape = ty
+                        .shape
+                        .iter()
+                        .map(|d| {
+                            probes[0]
+                                .iter()
+                                .position(|s| s == d)
+                                .map_or(*d, aot::size_dim)
+                        })
+                        .collect();
                     Param {
                         name,
                         ty: ArrayType {
+                            shape,
                             weak: false,
                             ..ty.clone()
                         },
                     }
                 })
                 .collect();
-            pipeline::run_until(context, &mut traced.module, "llvm-mlir", self.options)?;
+            pipeline::run_between(context, &mut traced.module, "fx", "llvm-mlir", self.options)?;
             infos.push(EntryInfo {
                 name: entry.name.clone(),
-                inputs: inputs.clone(),
+                sizes: sizes.clone(),
+                inputs: params.clone(),
                 outputs,
             });
             modules.push(traced.module);
@@ -422,6 +459,60 @@ impl Session {
             })
         })?;
         Ok((code, infos))
+    }
+
+    /// Traces `entry` on `params` with their open sizes set to `sentinels`, up to `fx`;
+    /// returns it and its text with the sentinels marked (see `sized_text`).
+    fn trace_probe<'c>(
+        &mut self,
+        context: &'c melior::Context,
+        entry: &LibraryEntry,
+        params: &[Param],
+        sentinels: &[i64],
+        span: Span,
+    ) -> Result<(specialise::Traced<'c>, String), Error> {
+        let args: Vec<EntryArg> = params
+            .iter()
+            .map(|p| EntryArg {
+                name: None,
+                kind: EntryArgKind::Array(ArrayType {
+                    shape: p
+                        .ty
+                        .shape
+                        .iter()
+                        .map(|d| aot::dim_size(*d).map_or(*d, |k| sentinels[k]))
+                        .collect(),
+                    ..p.ty.clone()
+                }),
+            })
+            .collect();
+        let callee = self.callee(entry)?;
+        let mut traced = specialise::trace(
+            context,
+            &self.sources,
+            &self.prelude,
+            &self.module,
+            &Entry::Call { callee, span, args },
+            &aot::implementation_name(&entry.name),
+        )?;
+        pipeline::run_until(context, &mut traced.module, "fx", self.options)?;
+        let text = sized_text(&traced.module.as_operation().to_string(), sentinels);
+        Ok((traced, text))
+    }
+
+    /// The function a library entry calls.
+    fn callee(&mut self, entry: &LibraryEntry) -> Result<Callee, Error> {
+        if !entry.is_expression {
+            return Ok(Callee::Name(entry.function.clone()));
+        }
+        let file = self
+            .sources
+            .add(format!("<entry {}>", entry.name), entry.function.as_str());
+        let (expr, errors) = parse_expression(file, &entry.function);
+        match expr {
+            Some(expr) if errors.is_empty() => Ok(Callee::Expr(expr)),
+            _ => Err(Error::User(errors)),
+        }
     }
 
     fn execute(
@@ -464,6 +555,38 @@ impl Session {
         };
         Ok(assemble(&traced.output, &results))
     }
+}
+
+/// The probe values of the sizes a signature leaves open: `PROBES[p] + 2 * k` stands for
+/// size `k` in probe `p`. Large and odd, so that no program has them for another reason.
+const PROBES: [i64; 2] = [1_000_003, 2_000_003];
+
+/// The module's text with each probe size in a tensor type written `?k` (for size `k`).
+fn sized_text(text: &str, sentinels: &[i64]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("tensor<") {
+        let (before, after) = rest.split_at(start + "tensor<".len());
+        out.push_str(before);
+        let end = after.find('>').unwrap_or(after.len());
+        let dims: Vec<String> = after[..end]
+            .split('x')
+            .map(|part| {
+                match part
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|d| sentinels.iter().position(|s| *s == d))
+                {
+                    Some(k) => format!("?{k}"),
+                    None => part.to_string(),
+                }
+            })
+            .collect();
+        out.push_str(&dims.join("x"));
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// An entry of a compiled library: its C name and the function it calls, a function of the
@@ -607,8 +730,37 @@ fn literal_array(expr: &ast::Expr) -> Result<Array, Error> {
     Ok(Array::from_f64(dtype, shape, &values))
 }
 
-/// `"x: f32[1000000], n: i32[]"` into named array arguments.
+/// A dimension of a signature: a size, or a size known at run time (`?` or a name; one name
+/// is one size across the signature).
+#[derive(Clone, Debug, PartialEq)]
+enum Dim {
+    Static(i64),
+    Dynamic(String),
+}
+
+/// `"x: f32[1000000], n: i32[]"` into named array arguments; a dynamic dimension is an error.
 fn parse_signature(file: FileId, text: &str) -> Result<Vec<EntryArg>, Diagnostic> {
+    let args = parse_signature_dims(file, text)?;
+    let mut static_args = vec![];
+    for (arg, dims, span) in args {
+        if dims.iter().any(|d| matches!(d, Dim::Dynamic(_))) {
+            return Err(Diagnostic::not_supported(
+                span,
+                "a dimension known only at run time here",
+            )
+            .help("sizes known at run time are for libraries: compile --emit lib|staticlib|obj|asm"));
+        }
+        static_args.push(arg);
+    }
+    Ok(static_args)
+}
+
+/// `"x: f32[?], w: f32[n, 3]"` into named array arguments with their dimensions (a dynamic
+/// dimension has size 0 in the argument's type) and spans.
+fn parse_signature_dims(
+    file: FileId,
+    text: &str,
+) -> Result<Vec<(EntryArg, Vec<Dim>, Span)>, Diagnostic> {
     let mut args = vec![];
     let mut depth = 0;
     let mut start = 0;
@@ -651,25 +803,38 @@ fn parse_signature(file: FileId, text: &str) -> Result<Vec<EntryArg>, Diagnostic
         let dtype = DType::parse(&ty[..open]).ok_or_else(bad)?;
         let dims_text = &ty[open + 1..ty.len() - 1];
         let mut shape = vec![];
-        for dim in dims_text
+        let mut dims = vec![];
+        for (d, dim) in dims_text
             .split(',')
             .map(str::trim)
             .filter(|d| !d.is_empty())
+            .enumerate()
         {
             if dim == "?" {
-                return Err(Diagnostic::not_supported(span, "a dynamic dimension `?`"));
+                let arg = name.clone().unwrap_or_else(|| format!("x{}", args.len()));
+                dims.push(Dim::Dynamic(format!("{arg}_size{d}")));
+                shape.push(0);
+            } else if let Ok(size) = dim.parse::<i64>() {
+                if size < 0 {
+                    return Err(bad());
+                }
+                dims.push(Dim::Static(size));
+                shape.push(size);
+            } else if is_c_identifier(dim) {
+                dims.push(Dim::Dynamic(dim.to_string()));
+                shape.push(0);
+            } else {
+                return Err(bad());
             }
-            shape.push(
-                dim.parse::<i64>()
-                    .ok()
-                    .filter(|d| *d >= 0)
-                    .ok_or_else(bad)?,
-            );
         }
-        args.push(EntryArg {
-            name,
-            kind: EntryArgKind::Array(ArrayType::new(dtype, shape)),
-        });
+        args.push((
+            EntryArg {
+                name,
+                kind: EntryArgKind::Array(ArrayType::new(dtype, shape)),
+            },
+            dims,
+            span,
+        ));
     }
     Ok(args)
 }

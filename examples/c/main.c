@@ -1,7 +1,8 @@
-/* Calls SELU and its gradient, compiled by Ferrax into libselu.so, from C: directly through
- * the generated header, and by name through the runtime (which checks shapes).
+/* Calls SELU and its gradient, compiled by Ferrax into libselu.so for any length, from C:
+ * directly through the generated header, and by name through the runtime (which checks
+ * shapes).
  *
- *   ferrax compile examples/selu.py selu --sig "x: f32[8]" \
+ *   ferrax compile examples/selu.py selu --sig "x: f32[?]" \
  *       --entry "dselu=jax.grad(lambda x: jnp.sum(selu(x)))" --emit lib -o build/libselu.so
  *   cc -Wall -Werror -I build -I runtime/include examples/c/main.c -o build/selu_c \
  *       -L build -lselu -L target/release -lferrax_runtime -Wl,-rpath,$PWD/build:$PWD/target/release
@@ -24,7 +25,7 @@ static void print(const char *name, const float *values) {
 int main(int argc, char **argv) {
     const float x[N] = {-2.0f, -1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 2.0f, 3.0f};
     float y[N], dy[N];
-    if (selu(x, y) != 0 || dselu(x, dy) != 0) {
+    if (selu(N, x, y) != 0 || dselu(N, x, dy) != 0) {
         fprintf(stderr, "a call failed\n");
         return 1;
     }
@@ -55,13 +56,13 @@ int main(int argc, char **argv) {
     ferrax_array_free(outputs[0]);
 
     /* A wrong shape is an error value, not a bad call. */
-    size_t wrong[1] = {3};
-    FerraxArray *short_input = ferrax_array_new(FERRAX_FLOAT32, 1, wrong);
-    const FerraxArray *bad[1] = {short_input};
+    size_t wrong[2] = {2, 4};
+    FerraxArray *matrix = ferrax_array_new(FERRAX_FLOAT32, 2, wrong);
+    const FerraxArray *bad[1] = {matrix};
     status = ferrax_library_call(library, "selu", bad, 1, outputs, 1, &error);
     printf("wrong shape: status %d: %s\n", status, error ? error : "");
     ferrax_string_free(error);
-    ferrax_array_free(short_input);
+    ferrax_array_free(matrix);
     ferrax_array_free(input);
     ferrax_library_close(library);
     return status == 0;

@@ -2,7 +2,7 @@
 //! `ferrax-runtime` (no compiler, no Python):
 //!
 //! ```text
-//! ferrax compile examples/selu.py selu --sig "x: f32[8]" \
+//! ferrax compile examples/selu.py selu --sig "x: f32[?]" \
 //!     --entry "dselu=jax.grad(lambda x: jnp.sum(selu(x)))" --emit lib -o build/libselu.so
 //! cargo run -p ferrax-tests --bin ferrax-rust-example -- build/libselu.so
 //! ```
@@ -10,6 +10,7 @@
 //! `ferrax-rust-example bench LIB ENTRY CALLS` times calls of an entry whose inputs are
 //! zeros, through `Entry::call_into` (no allocation per call), and prints the time per call.
 
+use ferrax_runtime::library::{Dim, Param};
 use ferrax_runtime::{Array, DType, Library};
 use std::process::ExitCode;
 
@@ -46,9 +47,9 @@ fn selu(path: &str) -> Result<(), String> {
             .collect();
         println!("{name}: {}", values.join(" "));
     }
-    let short = Array::zeros(DType::F32, vec![3]);
+    let matrix = Array::zeros(DType::F32, vec![2, 4]);
     let entry = library.entry("selu").map_err(|e| e.to_string())?;
-    match entry.call(&[&short]) {
+    match entry.call(&[&matrix]) {
         Err(error) => println!("wrong shape: {error}"),
         Ok(_) => return Err(String::from("a wrong shape was accepted")),
     }
@@ -61,19 +62,30 @@ fn bench(path: &str, name: &str, calls: &str) -> Result<(), String> {
         .map_err(|_| format!("`{calls}` is not a count"))?;
     let library = Library::open(path).map_err(|e| e.to_string())?;
     let entry = library.entry(name).map_err(|e| e.to_string())?;
+    let zeros = |p: &Param| -> Result<Array, String> {
+        let shape = p
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Static(size) => Ok(*size),
+                Dim::Size(_) => Err(String::from("bench takes entries of static shapes")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Array::zeros(p.dtype, shape))
+    };
     let inputs: Vec<Array> = entry
         .signature
         .inputs
         .iter()
-        .map(|p| Array::zeros(p.dtype, p.shape.clone()))
-        .collect();
+        .map(zeros)
+        .collect::<Result<_, _>>()?;
     let inputs: Vec<&Array> = inputs.iter().collect();
     let mut outputs: Vec<Array> = entry
         .signature
         .outputs
         .iter()
-        .map(|p| Array::zeros(p.dtype, p.shape.clone()))
-        .collect();
+        .map(zeros)
+        .collect::<Result<_, _>>()?;
     for _ in 0..calls.min(1000) {
         entry
             .call_into(&inputs, &mut outputs)

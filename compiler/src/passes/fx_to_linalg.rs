@@ -61,12 +61,17 @@ fn run(module: OperationRef<'_, '_>, pass: ExternalPass<'_>) {
     for raw in fx_ops {
         let operation = unsafe { OperationRef::from_raw(raw) };
         base.set_insertion_point_before(operation);
-        let lowering = Lowering {
+        let mut lowering = Lowering {
             context,
             base,
             location: operation.location(),
+            sizes: vec![],
         };
-        match lowering.lower(operation) {
+        let lowered = lowering.result_sizes(operation).and_then(|sizes| {
+            lowering.sizes = sizes;
+            lowering.lower(operation)
+        });
+        match lowered {
             Ok(value) => base.replace_op_with_values(operation, &[value]),
             Err(message) => {
                 let name = operation
@@ -95,11 +100,68 @@ struct Lowering<'c, 'a> {
     context: &'c Context,
     base: RewriterBase<'c, 'a>,
     location: Location<'c>,
+    /// The sizes of the result's dynamic dimensions, in order (see `result_sizes`).
+    sizes: Vec<Value<'c, 'a>>,
 }
 
 type LResult<'c, 'a> = Result<Value<'c, 'a>, String>;
 
 impl<'c, 'a> Lowering<'c, 'a> {
+    /// The sizes of the dynamic dimensions of `operation`'s result: the `dynamic_sizes` of a
+    /// broadcast, the kept dimensions of a reduction's operand, otherwise the first
+    /// operand's (an elementwise op, whose operands have the result's shape).
+    fn result_sizes(&self, operation: OperationRef<'c, 'a>) -> Result<Vec<Value<'c, 'a>>, String> {
+        let result = operation.result(0).map_err(|e| e.to_string())?.r#type();
+        let dims = shape(result)?;
+        if !dims.contains(&DYNAMIC) {
+            return Ok(vec![]);
+        }
+        let name = operation
+            .name()
+            .as_string_ref()
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if name == "fx.broadcast_in_dim" {
+            return Ok(operation
+                .operands()
+                .skip(1)
+                .map(|v| unsafe { Value::from_raw(v.to_raw()) })
+                .collect());
+        }
+        let input = operation.operand(0).map_err(|e| e.to_string())?;
+        let input: Value<'c, 'a> = unsafe { Value::from_raw(input.to_raw()) };
+        let source_dims: Vec<usize> = if name == "fx.reduce" {
+            let axes = i64_array(operation.attribute("axes").map_err(|e| e.to_string())?)?;
+            (0..shape(input.r#type())?.len())
+                .filter(|d| !axes.contains(&(*d as i64)))
+                .collect()
+        } else {
+            (0..dims.len()).collect()
+        };
+        let mut sizes = vec![];
+        for (d, source) in dims.iter().zip(source_dims) {
+            if *d == DYNAMIC {
+                let position = self.op(
+                    "arith.constant",
+                    &[],
+                    Type::index(self.context),
+                    &[(
+                        "value",
+                        IntegerAttribute::new(Type::index(self.context), source as i64).into(),
+                    )],
+                )?;
+                sizes.push(self.op(
+                    "tensor.dim",
+                    &[input, position],
+                    Type::index(self.context),
+                    &[],
+                )?);
+            }
+        }
+        Ok(sizes)
+    }
+
     fn lower(&self, operation: OperationRef<'c, 'a>) -> LResult<'c, 'a> {
         let name = operation
             .name()
@@ -243,6 +305,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
                 )?;
                 self.broadcast(operand(0)?, &dims, result_type)
             }
+            "reshape" if operand(0)?.r#type() == result_type => Ok(operand(0)?),
             "reshape" => self.reshape(operand(0)?, result_type),
             "reduce" => {
                 let axes = i64_array(operation.attribute("axes").map_err(|e| e.to_string())?)?;
@@ -558,6 +621,12 @@ impl<'c, 'a> Lowering<'c, 'a> {
     }
 
     fn splat(&self, ty: Type<'c>, value: f64) -> LResult<'c, 'a> {
+        if shape(ty)?.contains(&DYNAMIC) {
+            let scalar_type: Type<'c> = RankedTensorType::new(&[], element_type(ty)?, None).into();
+            let scalar = self.splat(scalar_type, value)?;
+            let scalar = self.op("tensor.extract", &[scalar], element_type(ty)?, &[])?;
+            return self.fill(scalar, ty);
+        }
         let text = match kind(ty)? {
             Kind::Float if value.is_infinite() => {
                 let bits = match (bit_width(ty)? == 64, value > 0.0) {
@@ -687,7 +756,15 @@ impl<'c, 'a> Lowering<'c, 'a> {
 
     /// `tensor.empty` of `ty`.
     fn empty(&self, ty: Type<'c>) -> LResult<'c, 'a> {
-        self.op("tensor.empty", &[], ty, &[])
+        let dynamic = shape(ty)?.iter().filter(|d| **d == DYNAMIC).count();
+        let sizes = if dynamic == 0 {
+            &[][..]
+        } else if dynamic == self.sizes.len() {
+            &self.sizes[..]
+        } else {
+            return Err(format!("no sizes for the dynamic dimensions of {ty}"));
+        };
+        self.op("tensor.empty", sizes, ty, &[])
     }
 
     /// A `linalg.generic` with one input, one output and a body built by `body`.
@@ -1124,12 +1201,16 @@ fn element_type(ty: Type<'_>) -> Result<Type<'_>, String> {
     Ok(tensor(ty)?.element())
 }
 
+/// A dynamic dimension in `shape`'s result (MLIR's `ShapedType::kDynamic`).
+const DYNAMIC: i64 = i64::MIN;
+
+/// The dimensions of a ranked tensor type, `DYNAMIC` for a dynamic one.
 fn shape(ty: Type<'_>) -> Result<Vec<i64>, String> {
     let tensor = tensor(ty)?;
     (0..tensor.rank())
         .map(|d| match tensor.dim_size(d).map_err(|e| e.to_string())? {
             DimSize::Static(size) => Ok(size as i64),
-            DimSize::Dynamic => Err(String::from("dynamic dimensions are not supported yet")),
+            DimSize::Dynamic => Ok(DYNAMIC),
         })
         .collect()
 }
