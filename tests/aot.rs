@@ -226,6 +226,49 @@ fn sizes_known_at_run_time_need_size_independent_code() {
     assert!(message.contains("needs static sizes"), "{message}");
 }
 
+#[test]
+fn donated_inputs_may_be_outputs_and_others_may_not() {
+    let dir = folder("donate");
+    let source = "from functools import partial\nimport jax\nimport jax.numpy as jnp\n\n\n\
+                  @partial(jax.jit, donate_argnums=0)\ndef flip(x, y):\n    return x[::-1] * 2.0 + y\n";
+    library(
+        &dir,
+        "flip",
+        source,
+        &[("flip", "flip")],
+        ("x: f32[4], y: f32[4]", None),
+    );
+    let header = std::fs::read_to_string(dir.join("libflip.h")).expect("a header");
+    assert!(header.contains("x is donated: it may be the buffer of an output."));
+    let program = dir.join("donate.c");
+    std::fs::write(
+        &program,
+        "#include <stdio.h>\n#include \"libflip.h\"\nint main(void) {\n\
+         float x[4] = {1, 2, 3, 4}, y[4] = {10, 20, 30, 40};\n\
+         int status = flip(x, y, x);\n\
+         printf(\"%d %g %g %g %g\\n\", status, x[0], x[1], x[2], x[3]);\n\
+         printf(\"%d\\n\", flip(x, y, y));\n\
+         printf(\"%d\\n\", flip(x, y, y + 1));\n\
+         return 0;\n}\n",
+    )
+    .expect("writes");
+    let binary = dir.join("donate");
+    let status = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Werror", "-I"])
+        .arg(&*dir)
+        .arg(&program)
+        .arg("-o")
+        .arg(&binary)
+        .arg(dir.join("libflip.so"))
+        .status()
+        .expect("cc runs");
+    assert!(status.success());
+    let output = Command::new(&binary).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // out = x[::-1] * 2 + y, written over x; y is not donated, so it may not be an output.
+    assert_eq!(stdout, "0 18 26 34 42\n1\n1\n");
+}
+
 /// A float32 matrix as a Python literal with every digit of each element.
 fn nested(array: &Array) -> String {
     let columns = array.shape[1];

@@ -35,13 +35,14 @@ pub struct Param {
 }
 
 /// A library entry: the C name, the sizes its caller gives (`n` of `f32[n]`), its inputs
-/// and outputs.
+/// and outputs, and the inputs whose buffers may be an output's (`donate_argnums`).
 #[derive(Clone, Debug)]
 pub struct EntryInfo {
     pub name: String,
     pub sizes: Vec<String>,
     pub inputs: Vec<Param>,
     pub outputs: Vec<Param>,
+    pub donated: Vec<usize>,
 }
 
 /// The dimension that stands for size `k` of an entry.
@@ -230,11 +231,27 @@ pub fn header(library: &str, entries: &[EntryInfo]) -> String {
         "/* {library}: compiled by Ferrax.\n * Each function takes the sizes named in its \
          shapes, then reads its inputs and writes its\n * outputs through pointers to \
          row-major arrays of the shapes below. It returns 0, or 1\n * (and does nothing) \
-         when a pointer is NULL or a size is negative. */\n#ifndef FERRAX_{guard}_H\n#define FERRAX_{guard}_H\n\n\
+         when a pointer is NULL, a size is negative, or an input\n * overlaps an output \
+         (only a donated input may) or two outputs overlap. */\n#ifndef FERRAX_{guard}_H\n#define FERRAX_{guard}_H\n\n\
          #include <stdbool.h>\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n"
     );
     for entry in entries {
-        let _ = writeln!(text, "/* {} */\n{};\n", comment(entry), prototype(entry));
+        let donated: String = entry
+            .donated
+            .iter()
+            .map(|i| {
+                format!(
+                    "\n * {} is donated: it may be the buffer of an output.",
+                    entry.inputs[*i].name
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            text,
+            "/* {}{donated} */\n{};\n",
+            comment(entry),
+            prototype(entry)
+        );
     }
     text.push_str("#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
     text
@@ -266,7 +283,7 @@ fn json_params(params: &[Param], sizes: &[String]) -> String {
 /// The C wrappers of the entries (see the module documentation) and `memrefCopy`.
 pub fn wrappers(entries: &[EntryInfo]) -> String {
     let mut text = String::from(
-        "#include <stdbool.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n\n\
+        "#include <stdbool.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n\n\
          #define HIDDEN __attribute__((visibility(\"hidden\")))\n\n\
          typedef struct { void *allocated; void *aligned; int64_t offset; } memref_0;\n",
     );
@@ -311,6 +328,7 @@ pub fn wrappers(entries: &[EntryInfo]) -> String {
         if !checks.is_empty() {
             let _ = writeln!(text, "    if ({}) return 1;", checks.join(" || "));
         }
+        text.push_str(&aliasing(entry));
         for p in &params {
             let rank = p.ty.shape.len();
             let mut fields = format!("(void *){0}, (void *){0}, 0", p.name);
@@ -342,9 +360,13 @@ pub fn wrappers(entries: &[EntryInfo]) -> String {
         let pointers: Vec<String> = params.iter().map(|p| format!("&d_{}", p.name)).collect();
         let _ = writeln!(
             text,
-            "    _mlir_ciface_{implementation}({});\n    return 0;\n}}",
+            "    _mlir_ciface_{implementation}({});",
             pointers.join(", ")
         );
+        for index in &entry.donated {
+            let _ = writeln!(text, "    free({}_copy);", entry.inputs[*index].name);
+        }
+        text.push_str("    return 0;\n}\n");
         let unpacked: Vec<String> = (0..entry.sizes.len())
             .map(|i| format!("sizes[{i}]"))
             .chain((0..params.len()).map(|i| format!("pointers[{i}]")))
@@ -373,8 +395,70 @@ pub fn wrappers(entries: &[EntryInfo]) -> String {
     text
 }
 
+/// The wrapper's checks that no input overlaps an output and no two outputs overlap, except
+/// that a donated input may be an output's buffer: it is then copied first, so the compiled
+/// code reads the copy.
+fn aliasing(entry: &EntryInfo) -> String {
+    if entry.outputs.is_empty() {
+        return String::new();
+    }
+    let mut text = String::new();
+    let bytes = |p: &Param| -> String {
+        let dims: Vec<String> =
+            p.ty.shape
+                .iter()
+                .map(|d| format!("(size_t){}", dim_text(*d, &entry.sizes)))
+                .collect();
+        let mut factors = dims;
+        factors.push(format!("sizeof(*{})", p.name));
+        factors.join(" * ")
+    };
+    for p in entry.inputs.iter().chain(&entry.outputs) {
+        let _ = writeln!(text, "    size_t {}_bytes = {};", p.name, bytes(p));
+    }
+    for (index, output) in entry.outputs.iter().enumerate() {
+        for other in &entry.outputs[index + 1..] {
+            let _ = writeln!(
+                text,
+                "    if (overlap({0}, {0}_bytes, {1}, {1}_bytes)) return 1;",
+                output.name, other.name
+            );
+        }
+    }
+    for (index, input) in entry.inputs.iter().enumerate() {
+        let overlaps: Vec<String> = entry
+            .outputs
+            .iter()
+            .map(|o| {
+                format!(
+                    "overlap({0}, {0}_bytes, {1}, {1}_bytes)",
+                    input.name, o.name
+                )
+            })
+            .collect();
+        if entry.donated.contains(&index) {
+            let _ = writeln!(
+                text,
+                "    void *{0}_copy = NULL;\n    if ({1}) {{\n        {0}_copy = malloc({0}_bytes);\n        \
+                 if ({0}_copy == NULL) return 1;\n        memcpy({0}_copy, {0}, {0}_bytes);\n        \
+                 {0} = {0}_copy;\n    }}",
+                input.name,
+                overlaps.join(" || ")
+            );
+        } else {
+            let _ = writeln!(text, "    if ({}) return 1;", overlaps.join(" || "));
+        }
+    }
+    text
+}
+
 /// MLIR's lowering of `memref.copy` for non-contiguous memrefs calls `memrefCopy`.
 const MEMREF_COPY: &str = r#"
+static int overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes) {
+    const char *p = a, *q = b;
+    return a_bytes > 0 && b_bytes > 0 && p < q + b_bytes && q < p + a_bytes;
+}
+
 typedef struct { int64_t rank; int64_t *descriptor; } unranked_memref;
 
 HIDDEN void memrefCopy(int64_t element_size, unranked_memref *source, unranked_memref *target) {

@@ -447,6 +447,7 @@ impl Session {
                 sizes: sizes.clone(),
                 inputs: params.clone(),
                 outputs,
+                donated: traced.donated.clone(),
             });
             modules.push(traced.module);
         }

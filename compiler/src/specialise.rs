@@ -81,6 +81,8 @@ pub struct Traced<'c> {
     pub function: String,
     pub inputs: Vec<ArrayType>,
     pub output: Output,
+    /// The positional arguments the callee donates (`jax.jit(f, donate_argnums=...)`).
+    pub donated: Vec<usize>,
 }
 
 /// Traces `entry` against `module` (file `sources[module_file]`) into a `func.func` named
@@ -124,6 +126,7 @@ pub fn trace<'c>(
             }
         }
     };
+    let mut donated = vec![];
     let (value, span) = match entry {
         Entry::Expr(expr) => {
             bind_modules();
@@ -144,6 +147,23 @@ pub fn trace<'c>(
                     interp.eval(expr, &scope)?
                 }
             };
+            if let Value::Jit { donate_argnums, .. } = &callee {
+                for argnum in donate_argnums.iter() {
+                    match usize::try_from(*argnum).ok().filter(|a| *a < args.len()) {
+                        Some(a) => donated.push(a),
+                        None => {
+                            return Err(Diagnostic::new(
+                                "ferrax::jit",
+                                *span,
+                                format!(
+                                    "donate_argnums {argnum} is out of range for {} arguments",
+                                    args.len()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
             let mut positional = vec![];
             let mut keywords = vec![];
             let mut arrays = arguments.into_iter();
@@ -174,6 +194,7 @@ pub fn trace<'c>(
         function: function.to_string(),
         inputs,
         output,
+        donated,
     })
 }
 

@@ -1540,6 +1540,10 @@ fn jax_call(interp: &mut Interp, args: &mut Args, short: &'static str) -> DResul
                 }
                 None => vec![],
             };
+            let donate_argnums = match args.get(99, "donate_argnums") {
+                Some(v) => int_list(&v, span)?,
+                None => vec![],
+            };
             for (key, value) in &args.keywords {
                 match key.as_str() {
                     "donate_argnums" | "keep_unused" | "device" | "inline" => {}
@@ -1582,6 +1586,12 @@ fn jax_call(interp: &mut Interp, args: &mut Args, short: &'static str) -> DResul
                                     .collect(),
                             )),
                         ),
+                        (
+                            "donate_argnums".into(),
+                            Value::Tuple(Rc::new(
+                                donate_argnums.into_iter().map(Value::Int).collect(),
+                            )),
+                        ),
                     ]),
                 });
             };
@@ -1590,6 +1600,7 @@ fn jax_call(interp: &mut Interp, args: &mut Args, short: &'static str) -> DResul
                 func: Rc::new(func),
                 static_argnums: Rc::new(static_argnums),
                 static_argnames: Rc::new(static_argnames),
+                donate_argnums: Rc::new(donate_argnums),
             })
         }
         "custom_jvp" | "custom_vjp" => {

@@ -234,11 +234,13 @@ pub enum Value {
         args: Rc<Vec<Value>>,
         keywords: Rc<Vec<(String, Value)>>,
     },
-    /// `jax.jit(f, ...)`: `f` with the names and positions of its static arguments.
+    /// `jax.jit(f, ...)`: `f` with the names and positions of its static arguments, and the
+    /// positions of the arguments whose buffers a compiled entry may reuse for its outputs.
     Jit {
         func: Rc<Value>,
         static_argnums: Rc<Vec<i64>>,
         static_argnames: Rc<Vec<String>>,
+        donate_argnums: Rc<Vec<i64>>,
     },
     Custom(Rc<RefCell<CustomRule>>),
     Transform(Rc<Transform>),
