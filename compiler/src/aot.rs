@@ -501,6 +501,51 @@ pub fn cc(args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes a library of `entries` (their native code is `object`) to `output`: a shared
+/// library, or (`shared` false) an archive; and its C header beside it, named after
+/// `output`'s stem (`libselu.so` → `libselu.h`). Returns the header's path.
+pub fn write_library(
+    output: &Path,
+    shared: bool,
+    object: &[u8],
+    entries: &[EntryInfo],
+) -> Result<std::path::PathBuf, String> {
+    static FOLDERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let folder = std::env::temp_dir().join(format!(
+        "ferrax-{}-{}",
+        std::process::id(),
+        FOLDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    let linked = objects(&folder, object, entries).and_then(|[code, wrappers]| {
+        let out = output.display().to_string();
+        if shared {
+            return cc(&["-shared", "-o", &out, &code, &wrappers, "-lm"]);
+        }
+        let _ = std::fs::remove_file(output);
+        let status = std::process::Command::new("ar")
+            .args(["rcs", &out, &code, &wrappers])
+            .status()
+            .map_err(|e| format!("cannot run ar: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("ar failed to write {out}"))
+        }
+    });
+    let _ = std::fs::remove_dir_all(&folder);
+    linked?;
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| String::from("ferrax"));
+    let header = output.with_file_name(format!("{stem}.h"));
+    std::fs::write(&header, self::header(&stem, entries))
+        .map_err(|e| format!("cannot write {}: {e}", header.display()))?;
+    Ok(header)
+}
+
 /// Writes `object` and the wrappers into `folder` and compiles the wrappers; returns the
 /// paths of the two objects.
 pub fn objects(folder: &Path, object: &[u8], entries: &[EntryInfo]) -> Result<[String; 2], String> {

@@ -344,34 +344,9 @@ fn compile_native(
     if emit == "asm" || emit == "obj" {
         return write(&output, &code);
     }
-    let folder = std::env::temp_dir().join(format!("ferrax-{}", std::process::id()));
-    std::fs::create_dir_all(&folder)
-        .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", folder.display())))?;
-    let linked = aot::objects(&folder, &code, &infos).and_then(|[code, wrappers]| {
-        let out = output.display().to_string();
-        if emit == "lib" {
-            aot::cc(&["-shared", "-o", &out, &code, &wrappers, "-lm"])
-        } else {
-            let _ = std::fs::remove_file(&output);
-            let status = std::process::Command::new("ar")
-                .args(["rcs", &out, &code, &wrappers])
-                .status()
-                .map_err(|e| format!("cannot run ar: {e}"))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!("ar failed to write {out}"))
-            }
-        }
-    });
-    let _ = std::fs::remove_dir_all(&folder);
-    linked.map_err(Failure::Usage)?;
-    let stem = output
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| String::from("ferrax"));
-    let header = output.with_file_name(format!("{stem}.h"));
-    write(&header, aot::header(&stem, &infos).as_bytes())
+    aot::write_library(&output, emit == "lib", &code, &infos)
+        .map(|_| ())
+        .map_err(Failure::Usage)
 }
 
 /// Literal arguments, or `@path.npy` files.
