@@ -27,7 +27,7 @@ pub const STAGES: &[Stage] = &[
     },
     Stage {
         name: "fx",
-        rust_passes: &[passes::fx_autodiff::create],
+        rust_passes: &[passes::fx_autodiff::create, passes::fx_fold::create],
         pipeline: "",
     },
     Stage {

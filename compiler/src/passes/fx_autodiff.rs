@@ -5,7 +5,7 @@
 //!          module, `fx.custom_jvp_call`, `fx.custom_vjp_call` and `fx.stop_gradient`.
 //! Output:  fx without any of those ops; only the public (entry) functions remain.
 //! Keeps:   the location of each primal op on the ops of its derivative.
-//! Does not: simplify (a later pass or the upstream canonicaliser removes dead primal ops).
+//! Does not: simplify (`fx-fold`, which runs next, removes dead primal ops and repeats).
 //!
 //! Functions are processed in module order, which puts callees before callers, so the body a
 //! request clones is already differentiated: higher order (`hessian`, `jvp` of `grad`) is

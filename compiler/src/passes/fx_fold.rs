@@ -1,0 +1,432 @@
+//! `fx-fold`: folds constants, simplifies algebra, and removes repeated and dead fx ops.
+//!
+//! Runs on: `builtin.module`, after `fx-autodiff`.
+//! Input:   fx (with `scf` regions).
+//! Output:  the same program, smaller:
+//!          - an op whose operands are splat constants becomes a splat constant (elementwise
+//!            arithmetic, comparisons, `select`, `convert`, `broadcast_in_dim`, `reshape`),
+//!            computed as the lowered op would (float32 results rounded from float64,
+//!            which is exact for `+ - * /`; integers wrap as int32/int64);
+//!          - identities that hold for every value, including NaN and signed zeros:
+//!            `x * 1`, `1 * x`, `x / 1`, `x - 0`, `x + -0.0` (and `x + 0` on integers),
+//!            `neg(neg(x))`, `select` on a constant predicate, `integer_pow(x, 1)`,
+//!            `integer_pow(x, 2)` → `x * x`, `pow(x, 1.0)`;
+//!          - an op equal to an earlier one of the same block (name, operands, attributes
+//!            and types) is replaced by it;
+//!          - an fx op whose results are unused is erased.
+//! Keeps:   locations; no op moves across a region boundary.
+
+use melior::{
+    Context, IrRewriter,
+    ir::{
+        Attribute, AttributeLike, Identifier, OperationRef, Type, TypeLike, Value, ValueLike,
+        operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
+        r#type::{DimSize, RankedTensorType, ShapedTypeLike},
+    },
+    pass::{ExternalPass, Pass, create_external},
+};
+use mlir_sys::{MlirBlock, MlirOperation, MlirValue};
+use std::collections::HashMap;
+
+#[repr(align(8))]
+struct PassId;
+static PASS_ID: PassId = PassId;
+
+/// Creates the `fx-fold` pass.
+pub fn create() -> Pass {
+    create_external(
+        run,
+        melior::ir::r#type::TypeId::create(&PASS_ID),
+        "fx-fold",
+        "fx-fold",
+        "Fold constants, simplify algebra, remove repeated and dead fx ops",
+        "builtin.module",
+        &[],
+    )
+}
+
+fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
+    let context_ref = module.context();
+    // Safety: `context_ref` outlives every use of `context` in this function.
+    let context = unsafe { context_ref.to_ref() };
+    let mut blocks = vec![];
+    module.walk(WalkOrder::PreOrder, |operation| {
+        for index in 0..unsafe { mlir_sys::mlirOperationGetNumRegions(operation.to_raw()) } {
+            let region = unsafe { mlir_sys::mlirOperationGetRegion(operation.to_raw(), index) };
+            let mut block = unsafe { mlir_sys::mlirRegionGetFirstBlock(region) };
+            while !block.ptr.is_null() {
+                blocks.push(block);
+                block = unsafe { mlir_sys::mlirBlockGetNextInRegion(block) };
+            }
+        }
+        WalkResult::Advance
+    });
+    for block in &blocks {
+        fold_block(context, *block);
+    }
+    // Dead ops, last first, so that an op's operands die after it.
+    for block in blocks.iter().rev() {
+        for operation in block_ops(*block).into_iter().rev() {
+            let name = op_name(operation);
+            let unused = results(operation)
+                .iter()
+                .all(|r| unsafe { mlir_sys::mlirValueGetFirstUse(*r) }.ptr.is_null());
+            if name.starts_with("fx.") && unused {
+                unsafe { mlir_sys::mlirOperationDestroy(operation) };
+            }
+        }
+    }
+}
+
+fn block_ops(block: MlirBlock) -> Vec<MlirOperation> {
+    let mut ops = vec![];
+    let mut operation = unsafe { mlir_sys::mlirBlockGetFirstOperation(block) };
+    while !operation.ptr.is_null() {
+        ops.push(operation);
+        operation = unsafe { mlir_sys::mlirOperationGetNextInBlock(operation) };
+    }
+    ops
+}
+
+fn op_name(operation: MlirOperation) -> String {
+    unsafe { OperationRef::from_raw(operation) }
+        .name()
+        .as_string_ref()
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn operands(operation: MlirOperation) -> Vec<MlirValue> {
+    unsafe { OperationRef::from_raw(operation) }
+        .operands()
+        .map(|v| v.to_raw())
+        .collect()
+}
+
+fn results(operation: MlirOperation) -> Vec<MlirValue> {
+    unsafe { OperationRef::from_raw(operation) }
+        .results()
+        .map(|v| v.to_raw())
+        .collect()
+}
+
+/// Folds and merges the fx ops of one block, in order.
+fn fold_block(context: &Context, block: MlirBlock) {
+    let rewriter = IrRewriter::new(context);
+    let base = rewriter.as_rewriter_base();
+    let mut seen: HashMap<String, MlirValue> = HashMap::new();
+    for operation in block_ops(block) {
+        let name = op_name(operation);
+        if !name.starts_with("fx.") || results(operation).len() != 1 {
+            continue;
+        }
+        let result = results(operation)[0];
+        base.set_insertion_point_before(unsafe { OperationRef::from_raw(operation) });
+        let folder = Folder {
+            context,
+            base: &base,
+            operation,
+        };
+        let replacement = folder.simplify(&name).map(|value| {
+            // A new op (a folded constant, `x * x`) may equal an earlier one too.
+            match defining_op(value).filter(|op| !is_before(*op, operation)) {
+                Some(created) => {
+                    let created_folder = Folder {
+                        context,
+                        base: &base,
+                        operation: created,
+                    };
+                    let key = created_folder.key(&op_name(created));
+                    match seen.get(&key) {
+                        Some(earlier) if earlier.ptr != value.ptr => {
+                            unsafe { mlir_sys::mlirOperationDestroy(created) };
+                            *earlier
+                        }
+                        Some(_) => value,
+                        None => {
+                            seen.insert(key, value);
+                            value
+                        }
+                    }
+                }
+                None => value,
+            }
+        });
+        let replacement = replacement.or_else(|| {
+            let key = folder.key(&name);
+            match seen.get(&key) {
+                Some(earlier) => Some(*earlier),
+                None => {
+                    seen.insert(key, result);
+                    None
+                }
+            }
+        });
+        if let Some(value) = replacement {
+            unsafe {
+                mlir_sys::mlirValueReplaceAllUsesOfWith(result, value);
+                mlir_sys::mlirOperationDestroy(operation);
+            }
+        }
+    }
+}
+
+/// Whether `a` is an op of the block before `b` was reached (not created for `b`): the ops
+/// created for `b` are inserted just before it.
+fn is_before(a: MlirOperation, b: MlirOperation) -> bool {
+    let created = unsafe { mlir_sys::mlirOperationGetNextInBlock(a) };
+    created.ptr != b.ptr
+}
+
+/// A splat constant's element, as f64 (bools are 0 and 1).
+#[derive(Clone, Copy, PartialEq)]
+struct Splat(f64);
+
+struct Folder<'c, 'a, 'b> {
+    context: &'c Context,
+    base: &'b melior::RewriterBase<'c, 'a>,
+    operation: MlirOperation,
+}
+
+impl Folder<'_, '_, '_> {
+    /// The name, operands, attributes and result types: equal for ops that compute the same.
+    fn key(&self, name: &str) -> String {
+        let op = unsafe { OperationRef::from_raw(self.operation) };
+        let mut key = name.to_string();
+        for operand in op.operands() {
+            key.push_str(&format!(" {:x}", operand.to_raw().ptr as usize));
+        }
+        for (name, attribute) in op.attributes() {
+            let name = name.as_string_ref().as_str().unwrap_or("").to_string();
+            key.push_str(&format!(" {name}={attribute}"));
+        }
+        for result in op.results() {
+            key.push_str(&format!(" -> {}", result.r#type()));
+        }
+        key
+    }
+
+    /// A value that computes the same as the op, if one is simpler.
+    fn simplify(&self, name: &str) -> Option<MlirValue> {
+        let args = operands(self.operation);
+        let result = results(self.operation)[0];
+        let ty = value_type(result);
+        let splats: Vec<Option<Splat>> = args.iter().map(|v| splat_of(*v)).collect();
+        let float = is_float(ty);
+        let is = |i: usize, value: f64| splats.get(i).copied().flatten() == Some(Splat(value));
+        let negative_zero = |i: usize| {
+            splats
+                .get(i)
+                .copied()
+                .flatten()
+                .is_some_and(|s| s.0 == 0.0 && s.0.is_sign_negative())
+        };
+        let same_type = |i: usize| value_type(args[i]) == ty;
+        // Identities.
+        match name {
+            "fx.mul" if is(1, 1.0) && same_type(0) => return Some(args[0]),
+            "fx.mul" if is(0, 1.0) && same_type(1) => return Some(args[1]),
+            "fx.div" if is(1, 1.0) && same_type(0) => return Some(args[0]),
+            "fx.sub" if is(1, 0.0) && !negative_zero(1) && same_type(0) => return Some(args[0]),
+            "fx.add" if (negative_zero(1) || (!float && is(1, 0.0))) && same_type(0) => {
+                return Some(args[0]);
+            }
+            "fx.add" if (negative_zero(0) || (!float && is(0, 0.0))) && same_type(1) => {
+                return Some(args[1]);
+            }
+            "fx.neg" => {
+                let inner = defining_op(args[0])?;
+                if op_name(inner) == "fx.neg" {
+                    return Some(operands(inner)[0]);
+                }
+            }
+            "fx.select" => {
+                if let Some(Splat(p)) = splats[0] {
+                    return Some(if p != 0.0 { args[1] } else { args[2] });
+                }
+            }
+            "fx.integer_pow" => match self.int_attribute("exponent") {
+                Some(1) => return Some(args[0]),
+                Some(2) => return self.build("fx.mul", &[args[0], args[0]], ty).ok(),
+                _ => {}
+            },
+            "fx.pow" if is(1, 1.0) && same_type(0) => return Some(args[0]),
+            _ => {}
+        }
+        // Constants.
+        if splats.is_empty() || splats.iter().any(Option::is_none) {
+            return None;
+        }
+        let v: Vec<f64> = splats.iter().map(|s| s.map_or(0.0, |s| s.0)).collect();
+        let folded = match name {
+            "fx.add" => v[0] + v[1],
+            "fx.sub" => v[0] - v[1],
+            "fx.mul" => v[0] * v[1],
+            "fx.div" if float => v[0] / v[1],
+            "fx.neg" => -v[0],
+            "fx.abs" => v[0].abs(),
+            "fx.max" if float && (v[0].is_nan() || v[1].is_nan()) => f64::NAN,
+            "fx.max" => v[0].max(v[1]),
+            "fx.min" if float && (v[0].is_nan() || v[1].is_nan()) => f64::NAN,
+            "fx.min" => v[0].min(v[1]),
+            "fx.compare" => {
+                let predicate = self.string_attribute("predicate")?;
+                let holds = match predicate.as_str() {
+                    "eq" => v[0] == v[1],
+                    "ne" => v[0] != v[1],
+                    "lt" => v[0] < v[1],
+                    "le" => v[0] <= v[1],
+                    "gt" => v[0] > v[1],
+                    "ge" => v[0] >= v[1],
+                    _ => return None,
+                };
+                f64::from(u8::from(holds))
+            }
+            "fx.broadcast_in_dim" | "fx.reshape" | "fx.convert" => v[0],
+            _ => return None,
+        };
+        self.splat(ty, folded).ok()
+    }
+
+    fn int_attribute(&self, name: &str) -> Option<i64> {
+        let op = unsafe { OperationRef::from_raw(self.operation) };
+        melior::ir::attribute::IntegerAttribute::try_from(op.attribute(name).ok()?)
+            .ok()
+            .map(|a| a.value())
+    }
+
+    fn string_attribute(&self, name: &str) -> Option<String> {
+        let op = unsafe { OperationRef::from_raw(self.operation) };
+        melior::ir::attribute::StringAttribute::try_from(op.attribute(name).ok()?)
+            .ok()
+            .map(|a| a.value().to_string())
+    }
+
+    fn build(&self, name: &str, operands: &[MlirValue], ty: Type) -> Result<MlirValue, String> {
+        let location = unsafe { OperationRef::from_raw(self.operation) }.location();
+        let operands: Vec<Value> = operands
+            .iter()
+            .map(|v| unsafe { Value::from_raw(*v) })
+            .collect();
+        let operation = OperationBuilder::new(name, location)
+            .add_operands(&operands)
+            .add_results(&[ty])
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(self
+            .base
+            .insert(operation)
+            .result(0)
+            .map_err(|e| e.to_string())?
+            .to_raw())
+    }
+
+    /// A splat `fx.constant` of `ty` holding `value` as the element type holds it.
+    fn splat(&self, ty: Type, value: f64) -> Result<MlirValue, String> {
+        let tensor = RankedTensorType::try_from(ty).map_err(|e| e.to_string())?;
+        if (0..tensor.rank()).any(|d| matches!(tensor.dim_size(d), Ok(DimSize::Dynamic))) {
+            return Err(String::from("a dynamic shape"));
+        }
+        let element = tensor.element();
+        let text = if element.is_f32() {
+            literal(f64::from(value as f32))
+        } else if element.is_f64() {
+            literal(value)
+        } else if element.is_integer()
+            && melior::ir::r#type::IntegerType::try_from(element).is_ok_and(|i| i.width() == 1)
+        {
+            String::from(if value != 0.0 { "true" } else { "false" })
+        } else if element.is_integer() {
+            if !value.is_finite() {
+                return Err(String::from("not an integer"));
+            }
+            let width =
+                melior::ir::r#type::IntegerType::try_from(element).map_or(64, |i| i.width());
+            let wrapped = if width == 32 {
+                i64::from(value as i64 as i32)
+            } else {
+                value as i64
+            };
+            wrapped.to_string()
+        } else {
+            return Err(String::from("an unsupported element type"));
+        };
+        let attribute = Attribute::parse(self.context, &format!("dense<{text}> : {ty}"))
+            .ok_or("cannot build the constant")?;
+        let location = unsafe { OperationRef::from_raw(self.operation) }.location();
+        let operation = OperationBuilder::new("fx.constant", location)
+            .add_attributes(&[(Identifier::new(self.context, "value"), attribute)])
+            .add_results(&[ty])
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(self
+            .base
+            .insert(operation)
+            .result(0)
+            .map_err(|e| e.to_string())?
+            .to_raw())
+    }
+}
+
+/// A float as MLIR reads it back exactly (hexadecimal bits for infinities and NaN).
+fn literal(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.17e}")
+    } else {
+        format!("0x{:016X}", value.to_bits())
+    }
+}
+
+fn value_type<'c>(value: MlirValue) -> Type<'c> {
+    unsafe { Type::from_raw(mlir_sys::mlirValueGetType(value)) }
+}
+
+fn is_float(ty: Type) -> bool {
+    RankedTensorType::try_from(ty).is_ok_and(|t| t.element().is_float())
+}
+
+fn defining_op(value: MlirValue) -> Option<MlirOperation> {
+    if !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
+        return None;
+    }
+    Some(unsafe { mlir_sys::mlirOpResultGetOwner(value) })
+}
+
+/// The element of a splat `fx.constant`, if `value` is one.
+fn splat_of(value: MlirValue) -> Option<Splat> {
+    let operation = defining_op(value)?;
+    if op_name(operation) != "fx.constant" {
+        return None;
+    }
+    let attribute = unsafe { OperationRef::from_raw(operation) }
+        .attribute("value")
+        .ok()?
+        .to_raw();
+    unsafe {
+        if !mlir_sys::mlirAttributeIsADenseElements(attribute)
+            || !mlir_sys::mlirDenseElementsAttrIsSplat(attribute)
+        {
+            return None;
+        }
+    }
+    let element = RankedTensorType::try_from(value_type(value))
+        .ok()?
+        .element();
+    let width = melior::ir::r#type::IntegerType::try_from(element).map_or(0, |i| i.width());
+    Some(Splat(unsafe {
+        if element.is_f32() {
+            f64::from(mlir_sys::mlirDenseElementsAttrGetFloatSplatValue(attribute))
+        } else if element.is_f64() {
+            mlir_sys::mlirDenseElementsAttrGetDoubleSplatValue(attribute)
+        } else if width == 1 {
+            f64::from(mlir_sys::mlirDenseElementsAttrGetBoolSplatValue(attribute))
+        } else if width == 32 {
+            f64::from(mlir_sys::mlirDenseElementsAttrGetInt32SplatValue(attribute))
+        } else if width == 64 {
+            mlir_sys::mlirDenseElementsAttrGetInt64SplatValue(attribute) as f64
+        } else {
+            return None;
+        }
+    }))
+}
