@@ -43,7 +43,7 @@ pub const STAGES: &[Stage] = &[
     },
     Stage {
         name: "llvm-mlir",
-        rust_passes: &[],
+        rust_passes: &[passes::result_buffers::create],
         pipeline: "builtin.module(convert-linalg-to-loops,expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-math-to-libm,\
                    convert-math-to-llvm,finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,\
                    convert-func-to-llvm,reconcile-unrealized-casts)",
