@@ -856,6 +856,19 @@ impl<'c, 'a> Lowering<'c, 'a> {
             lhs_contracting.len(),
         );
         let total = nb + nl + nr + nc;
+        // Loop order: batch, lhs free, contracting, rhs free; the innermost loop then walks
+        // the rhs and the result contiguously (for `x @ w`, `i, k, j`), which vectorises.
+        // When both operands end with a contracted dimension (`x @ w.T`, as reverse mode
+        // makes), the contraction goes innermost instead: a dot product along both rows.
+        let contracting_inner = nr > 0
+            && nc > 0
+            && lhs_contracting.contains(&(lhs_rank - 1))
+            && rhs_contracting.contains(&(rhs_rank - 1));
+        let (c_off, r_off) = if contracting_inner {
+            (nb + nl + nr, nb + nl)
+        } else {
+            (nb + nl, nb + nl + nc)
+        };
         let map_of = |rank: i64,
                       batch: &[i64],
                       free: &[i64],
@@ -867,7 +880,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
                     if let Some(k) = batch.iter().position(|b| *b == d) {
                         format!("d{k}")
                     } else if let Some(k) = contracting.iter().position(|c| *c == d) {
-                        format!("d{}", nb + nl + k)
+                        format!("d{}", c_off + k)
                     } else {
                         format!(
                             "d{}",
@@ -878,29 +891,21 @@ impl<'c, 'a> Lowering<'c, 'a> {
                 .collect();
             dims.join(", ")
         };
-        // Loop order: batch, lhs free, contracting, rhs free; the innermost loop then walks
-        // the rhs and the result contiguously (for `x @ w`, `i, k, j`), which vectorises.
         let all: Vec<String> = (0..total).map(|d| format!("d{d}")).collect();
         let out: Vec<String> = (0..nb + nl)
-            .chain(nb + nl + nc..total)
+            .chain(r_off..r_off + nr)
             .map(|d| format!("d{d}"))
             .collect();
         let maps = format!(
             "[affine_map<({all}) -> ({})>, affine_map<({all}) -> ({})>, affine_map<({all}) -> ({})>]",
             map_of(lhs_rank, &lhs_batch, &lhs_free, nb, &lhs_contracting),
-            map_of(
-                rhs_rank,
-                &rhs_batch,
-                &rhs_free,
-                nb + nl + nc,
-                &rhs_contracting
-            ),
+            map_of(rhs_rank, &rhs_batch, &rhs_free, r_off, &rhs_contracting),
             out.join(", "),
             all = all.join(", ")
         );
         let iterators: Vec<&str> = (0..total)
             .map(|d| {
-                if (nb + nl..nb + nl + nc).contains(&d) {
+                if (c_off..c_off + nc).contains(&d) {
                     "#linalg.iterator_type<reduction>"
                 } else {
                     "#linalg.iterator_type<parallel>"
@@ -928,10 +933,21 @@ impl<'c, 'a> Lowering<'c, 'a> {
             Kind::Int => ("arith.muli", "arith.addi"),
             Kind::Bool => ("arith.andi", "arith.ori"),
         };
+        // Float products may fuse into the sums, and sums reassociate (as XLA's), so LLVM
+        // uses FMAs and vectorises a contraction that runs innermost.
+        let fastmath: Vec<(Identifier<'c>, Attribute<'c>)> = if k == Kind::Float {
+            vec![(
+                Identifier::new(self.context, "fastmath"),
+                self.attribute("#arith.fastmath<reassoc,contract>")?,
+            )]
+        } else {
+            vec![]
+        };
         let product = block.append_operation(
             OperationBuilder::new(mul, self.location)
                 .add_operands(&[arguments[0], arguments[1]])
                 .add_results(&[element])
+                .add_attributes(&fastmath)
                 .build()
                 .map_err(|e| e.to_string())?,
         );
@@ -940,6 +956,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
             OperationBuilder::new(add, self.location)
                 .add_operands(&[arguments[2], product])
                 .add_results(&[element])
+                .add_attributes(&fastmath)
                 .build()
                 .map_err(|e| e.to_string())?,
         );
