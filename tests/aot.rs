@@ -310,6 +310,120 @@ fn a_static_library_links_into_a_c_program() {
     );
 }
 
+/// Functions and transformed functions of the conformance cases, with the signatures they
+/// are compiled for: (case file, entry name, function or expression, signature).
+const CONFORMANCE_ENTRIES: &[(&str, &str, &str, &str)] = &[
+    ("seed_autodiff", "f", "f", "x1: f32[], x2: f32[]"),
+    (
+        "seed_autodiff",
+        "df",
+        "jax.grad(f, argnums=(0, 1))",
+        "x1: f32[], x2: f32[]",
+    ),
+    ("seed_custom_rules", "my_func", "my_func", "x: f32[?]"),
+    (
+        "seed_custom_rules",
+        "dmy_func",
+        "jax.grad(lambda x: jnp.sum(my_func(x)))",
+        "x: f32[?]",
+    ),
+    (
+        "seed_custom_rules",
+        "dclip",
+        "jax.grad(lambda x: jnp.sum(clip_gradient(x)))",
+        "x: f32[5]",
+    ),
+    (
+        "seed_momentum",
+        "momentum_change",
+        "momentum_change",
+        "m: f32[], v0: f32[], v1: f32[]",
+    ),
+    ("seed_selu", "compiled_selu", "compiled_selu", "x: f32[6]"),
+    (
+        "seed_static_args",
+        "dist_named",
+        "dist_named",
+        "x: f32[5], y: f32[5]",
+    ),
+    (
+        "seed_static_args",
+        "dist3",
+        "lambda x, y: dist(3, x, y)",
+        "x: f32[5], y: f32[5]",
+    ),
+    ("loops", "rnn", "rnn", "w: f32[3, 3], xs: f32[4, 3]"),
+    (
+        "loops",
+        "drnn",
+        "jax.grad(rnn, argnums=(0, 1))",
+        "w: f32[3, 3], xs: f32[4, 3]",
+    ),
+    ("loops", "branchy", "branchy", "x: f32[], y: f32[]"),
+];
+
+/// An array as a Python expression with every digit of each element.
+fn literal(array: &Array) -> String {
+    let items: Vec<String> = (0..array.len())
+        .map(|i| format!("{:?}", array.get(i)))
+        .collect();
+    let shape: Vec<String> = array.shape.iter().map(usize::to_string).collect();
+    format!(
+        "jnp.array([{}], dtype=jnp.float32).reshape(({},))",
+        items.join(", "),
+        shape.join(", ")
+    )
+    .replace("reshape((,))", "reshape(())")
+}
+
+#[test]
+fn conformance_functions_compile_to_the_jit_results() {
+    let dir = folder("conformance");
+    for (index, (case, name, function, sig)) in CONFORMANCE_ENTRIES.iter().enumerate() {
+        let source = std::fs::read_to_string(format!("{ROOT}/conformance/cases/{case}.py"))
+            .expect("the case exists");
+        let stem = format!("case{index}");
+        let path = library(&dir, &stem, &source, &[(name, function)], (sig, None));
+        let library = Library::open(&path).expect("loads");
+        let entry = library.entry(name).expect("the entry exists");
+        // Every open size is 4 here.
+        let inputs: Vec<Array> = entry
+            .signature
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                let shape: Vec<usize> = p
+                    .shape
+                    .iter()
+                    .map(|d| match d {
+                        ferrax_runtime::library::Dim::Static(size) => *size,
+                        ferrax_runtime::library::Dim::Size(_) => 4,
+                    })
+                    .collect();
+                let count: usize = shape.iter().product();
+                let values: Vec<f64> = (0..count)
+                    .map(|i| ((i as f64) * 0.37 + k as f64).sin() * 1.5)
+                    .collect();
+                Array::from_f64(DType::F32, shape, &values)
+            })
+            .collect();
+        let got = entry
+            .call(&inputs.iter().collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("{case}: {name}: {e}"));
+        let arguments: Vec<String> = inputs.iter().map(literal).collect();
+        let mut session = Session::new(&format!("{case}.py"), &source).expect("parses");
+        let want = session
+            .eval(&format!("({function})({})", arguments.join(", ")))
+            .unwrap_or_else(|e| panic!("{case}: {name} runs in the JIT: {e:?}"));
+        let want = arrays(&want);
+        assert_eq!(got.len(), want.len(), "{case}: {name}: outputs");
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_close(&format!("{case}: {name} output {k}"), g, w);
+        }
+    }
+}
+
 /// A float32 matrix as a Python literal with every digit of each element.
 fn nested(array: &Array) -> String {
     let columns = array.shape[1];
