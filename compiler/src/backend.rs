@@ -3,7 +3,7 @@
 //! Calling convention: the entry takes one strided memref descriptor per array input, then
 //! one per result (destination-passing style), through its `_mlir_ciface_` wrapper.
 
-use ferrax_runtime::Array;
+use ferrax_runtime::{Array, memref};
 use melior::{
     StringRef,
     ir::{
@@ -117,7 +117,10 @@ impl Compiled {
                 .map(|a| a.shape.clone())
                 .chain(outputs.iter().map(|a| a.shape.clone()))
                 .collect();
-            let mut descriptors: Vec<Vec<i64>> = shapes.iter().map(|s| descriptor(0, s)).collect();
+            let mut descriptors: Vec<Vec<i64>> = shapes
+                .iter()
+                .map(|s| memref::descriptor(std::ptr::null(), s))
+                .collect();
             let mut pointers: Vec<*mut i64> =
                 descriptors.iter_mut().map(|d| d.as_mut_ptr()).collect();
             let arguments = pointers
@@ -133,11 +136,10 @@ impl Compiled {
         }
         let data = inputs
             .iter()
-            .map(|a| a.data.as_ptr() as i64)
-            .chain(outputs.iter_mut().map(|a| a.data.as_mut_ptr() as i64));
+            .map(|a| a.data.as_ptr())
+            .chain(outputs.iter_mut().map(|a| a.data.as_mut_ptr() as *const u8));
         for (descriptor, pointer) in frame.descriptors.iter_mut().zip(data) {
-            descriptor[0] = pointer;
-            descriptor[1] = pointer;
+            memref::set_pointer(descriptor, pointer);
         }
         // Safety: each argument points at a descriptor of a live buffer of the entry's shape
         // (the descriptors and pointers live in `frame`, which is not moved during the call).
@@ -175,18 +177,6 @@ fn optimization_level(module: &Module) -> usize {
         WalkResult::Advance
     });
     if count > LARGE_MODULE_OPS { 0 } else { 2 }
-}
-
-/// `{allocated, aligned, offset, sizes[rank], strides[rank]}` of a row-major buffer.
-fn descriptor(pointer: i64, shape: &[usize]) -> Vec<i64> {
-    let mut words = vec![pointer, pointer, 0];
-    words.extend(shape.iter().map(|d| *d as i64));
-    let mut strides = vec![1i64; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        strides[d] = strides[d + 1] * shape[d + 1] as i64;
-    }
-    words.extend(strides);
-    words
 }
 
 /// A memref of unknown rank, as MLIR passes it to runtime functions.

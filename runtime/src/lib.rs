@@ -1,11 +1,13 @@
 //! The Ferrax runtime: arrays (dtype, shape, 64-byte-aligned bytes), their text forms (JAX's
-//! repr and the conformance JSON), `.npy` files, and calling the entries of a compiled
-//! library (`library`, and the C API in `capi`). It does not depend on MLIR.
+//! repr and the conformance JSON), `.npy` files, the memref descriptors compiled code takes
+//! (`memref`), and calling the entries of a compiled library (`library`, and the C API in
+//! `capi`). It does not depend on MLIR.
 
 mod buffer;
 pub mod capi;
 mod format;
 pub mod library;
+pub mod memref;
 mod npy;
 
 pub use buffer::{ALIGNMENT, Buffer};
