@@ -46,7 +46,7 @@ def ferrax_time(ferrax, function, arrays, iterations, folder):
         path = os.path.join(folder, f"{function}_{i}.npy")
         np.save(path, np.asarray(a, dtype=np.float32))
         args.append("@" + path)
-    out = subprocess.run([ferrax, "bench", WORKLOADS, function, *args, "--iterations", str(iterations)],
+    out = subprocess.run([ferrax, "bench", WORKLOADS, function, *args, "--iterations", str(iterations), "--no-cache"],
                          capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         return None, None, (out.stderr.strip().splitlines() or ["failed"])[-1]

@@ -68,14 +68,22 @@ pub fn implementation_name(name: &str) -> String {
     format!("ferrax_impl_{name}")
 }
 
+/// Native code, and whether it calls `memrefCopy` (which the code that links it provides).
+pub struct Native {
+    pub code: Vec<u8>,
+    pub calls_memref_copy: bool,
+}
+
 /// Translates the modules (each at `llvm-mlir`) to one LLVM module, hides every symbol
-/// they define, optimises for `cpu` (the host when `None`) and emits position-independent
-/// code.
+/// they define, adds an exported `NAME__ferrax_packed(void **args)` for each of `packed`
+/// (the compiled function `NAME`'s C interface, called as MLIR's packed wrappers are),
+/// optimises for `cpu` (the host when `None`) and emits position-independent code.
 pub fn emit_native(
     modules: &[&Module],
+    packed: &[&str],
     cpu: Option<&str>,
     kind: NativeKind,
-) -> Result<Vec<u8>, String> {
+) -> Result<Native, String> {
     Target::initialize_x86(&InitializationConfig::default());
     let context = Context::create();
     let mut linked: Option<LlvmModule> = None;
@@ -113,6 +121,10 @@ pub fn emit_native(
         hide(g);
         global = g.get_next_global();
     }
+    for name in packed {
+        packed_wrapper(&context, &module, name)?;
+    }
+    let calls_memref_copy = module.get_function("memrefCopy").is_some();
     let triple = TargetMachine::get_default_triple();
     let target = Target::from_triple(&triple).map_err(|e| e.to_string())?;
     let (cpu, features) = match cpu {
@@ -144,7 +156,54 @@ pub fn emit_native(
     let buffer = machine
         .write_to_memory_buffer(&module, file_type)
         .map_err(|e| e.to_string())?;
-    Ok(buffer.as_slice().to_vec())
+    Ok(Native {
+        code: buffer.as_slice().to_vec(),
+        calls_memref_copy,
+    })
+}
+
+/// `NAME__ferrax_packed(void **args)`: calls `_mlir_ciface_NAME(*args[0], *args[1], ...)`;
+/// like MLIR's packed wrappers, `args[i]` points at the argument (a descriptor's address).
+fn packed_wrapper<'c>(
+    context: &'c Context,
+    module: &LlvmModule<'c>,
+    name: &str,
+) -> Result<(), String> {
+    let target = module
+        .get_function(&format!("_mlir_ciface_{name}"))
+        .ok_or_else(|| format!("no compiled function `{name}`"))?;
+    let pointer = context.ptr_type(inkwell::AddressSpace::default());
+    let wrapper = module.add_function(
+        &format!("{name}__ferrax_packed"),
+        context.void_type().fn_type(&[pointer.into()], false),
+        None,
+    );
+    let builder = context.create_builder();
+    builder.position_at_end(context.append_basic_block(wrapper, "entry"));
+    let list = wrapper
+        .get_nth_param(0)
+        .ok_or("a wrapper without its parameter")?
+        .into_pointer_value();
+    let mut arguments = vec![];
+    for index in 0..target.count_params() {
+        let offset = context.i64_type().const_int(u64::from(index), false);
+        // Safety: the caller passes one pointer per parameter.
+        let slot = unsafe { builder.build_gep(pointer, list, &[offset], "slot") }
+            .map_err(|e| e.to_string())?;
+        let address = builder
+            .build_load(pointer, slot, "address")
+            .map_err(|e| e.to_string())?
+            .into_pointer_value();
+        let argument = builder
+            .build_load(pointer, address, "argument")
+            .map_err(|e| e.to_string())?;
+        arguments.push(argument.into());
+    }
+    builder
+        .build_call(target, &arguments, "")
+        .map_err(|e| e.to_string())?;
+    builder.build_return(None).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn hide(global: GlobalValue) {
@@ -483,6 +542,25 @@ HIDDEN void memrefCopy(int64_t element_size, unranked_memref *source, unranked_m
     }
 }
 "#;
+
+/// Compiles `memrefCopy` alone into `folder/memref_copy.o`; returns its path.
+pub fn memref_copy_object(folder: &Path) -> Result<String, String> {
+    let source = folder.join("memref_copy.c");
+    let text = format!(
+        "#include <stdint.h>\n#include <string.h>\n#define HIDDEN __attribute__((visibility(\"hidden\")))\n{MEMREF_COPY}"
+    );
+    std::fs::write(&source, text).map_err(|e| format!("cannot write {}: {e}", source.display()))?;
+    let object = folder.join("memref_copy.o").display().to_string();
+    cc(&[
+        "-c",
+        "-fPIC",
+        "-O2",
+        "-o",
+        &object,
+        &source.display().to_string(),
+    ])?;
+    Ok(object)
+}
 
 /// Runs the C compiler (`$CC`, or `cc`) with `args`.
 pub fn cc(args: &[&str]) -> Result<(), String> {

@@ -58,13 +58,19 @@ impl Drop for Engine {
 /// A JIT-compiled entry function, callable many times.
 pub struct Compiled {
     // Declared before the engine: dropped first.
-    frame: std::cell::RefCell<Frame>,
-    packed: Packed,
+    callable: Callable,
     _engine: Engine,
 }
 
-/// MLIR's packed wrapper of a function: one pointer per argument.
-type Packed = unsafe extern "C" fn(*mut *mut std::ffi::c_void);
+/// A packed wrapper of a compiled function: one pointer (to a memref descriptor) per argument.
+pub type Packed = unsafe extern "C" fn(*mut *mut std::ffi::c_void);
+
+/// A compiled function called through its packed wrapper, with descriptors kept from call
+/// to call.
+pub struct Callable {
+    frame: std::cell::RefCell<Frame>,
+    packed: Packed,
+}
 
 /// The arguments of the last call: a memref descriptor per array (rebuilt only when the
 /// shapes change, so a repeated call allocates nothing), the pointers to them, and the
@@ -91,12 +97,27 @@ impl Compiled {
         if packed.is_null() {
             return Err(format!("the compiled module has no function `{function}`"));
         }
+        // Safety: MLIR's packed wrappers take the packed argument list.
+        let packed = unsafe { std::mem::transmute::<*mut std::ffi::c_void, Packed>(packed) };
         Ok(Self {
-            frame: std::cell::RefCell::new(Frame::default()),
-            // Safety: MLIR's packed wrappers take the packed argument list.
-            packed: unsafe { std::mem::transmute::<*mut std::ffi::c_void, Packed>(packed) },
+            callable: Callable::new(packed),
             _engine: engine,
         })
+    }
+
+    /// Calls the function on `inputs`, writing into `outputs` (allocated by the caller, shaped
+    /// like the results).
+    pub fn call(&self, inputs: &[Array], outputs: &mut [Array]) -> Result<(), String> {
+        self.callable.call(inputs, outputs)
+    }
+}
+
+impl Callable {
+    pub fn new(packed: Packed) -> Self {
+        Self {
+            frame: std::cell::RefCell::new(Frame::default()),
+            packed,
+        }
     }
 
     /// Calls the function on `inputs`, writing into `outputs` (allocated by the caller, shaped

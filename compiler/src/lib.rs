@@ -8,10 +8,12 @@
 //! - `pipeline`: the stages as data (`STAGES`) and the pass pipelines between them.
 //! - `backend`: LLVM translation and the JIT.
 //! - `aot`: native code through LLVM, and the C side of compiled libraries.
+//! - `cache`: compiled functions kept on disk between runs.
 //! - `diagnostic`: user errors with spans.
 
 pub mod aot;
 pub mod backend;
+pub mod cache;
 pub mod diagnostic;
 pub mod passes;
 pub mod pipeline;

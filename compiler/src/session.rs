@@ -3,6 +3,7 @@
 
 use crate::aot::{self, EntryInfo, NativeKind, Param};
 use crate::backend;
+use crate::cache::{Cache, Cached};
 use crate::diagnostic::Diagnostic;
 use crate::passes;
 use crate::pipeline::{self, InternalError, RunOptions};
@@ -124,6 +125,8 @@ pub enum RunArg {
 /// A parsed module and the sources diagnostics point into.
 pub struct Session {
     pub sources: SourceMap,
+    /// Where compiled functions are kept between runs (`eval`, `run`, `bench`); none in tests.
+    pub cache: Option<Cache>,
     module: ast::Module,
     prelude: ast::Module,
     pub options: RunOptions,
@@ -145,6 +148,7 @@ impl Session {
         }
         Ok(Session {
             sources,
+            cache: None,
             module,
             prelude,
             options: RunOptions::default(),
@@ -163,14 +167,20 @@ impl Session {
     /// Evaluates an expression in the module's namespace, compiling and running its array work.
     pub fn eval(&mut self, expression: &str) -> Result<Value, Error> {
         let expr = self.parse_extra("<expr>", expression)?;
-        self.execute(&Entry::Expr(expr), "eval", vec![])
+        self.execute(
+            &Entry::Expr(expr),
+            "eval",
+            vec![],
+            &format!("eval {expression}"),
+        )
     }
 
     /// Calls the module's function `function` on `args` (literals are traced as JAX's `jit`
     /// would, `.npy` arrays are inputs).
     pub fn run(&mut self, function: &str, args: Vec<RunArg>) -> Result<Value, Error> {
         let (entry, inputs) = self.call_entry(function, args)?;
-        self.execute(&entry, &sanitise(function), inputs)
+        let description = describe_call(&entry);
+        self.execute(&entry, &sanitise(function), inputs, &description)
     }
 
     /// Compiles `function` for `args`, then calls it `warmup` times and `iterations` more
@@ -185,29 +195,15 @@ impl Session {
         let (entry, inputs) = self.call_entry(function, args)?;
         let name = sanitise(function);
         let started = std::time::Instant::now();
-        let context = ferrax_dialects::create_context();
-        let mut traced = specialise::trace(
-            &context,
-            &self.sources,
-            &self.prelude,
-            &self.module,
-            &entry,
-            &name,
-        )?;
-        let mut leaves = vec![];
-        collect_leaves(&traced.output, &mut leaves);
-        pipeline::run_until(&context, &mut traced.module, "llvm-mlir", self.options)?;
-        let compiled = backend::Compiled::new(&traced.module, &name).map_err(jit_error)?;
+        let prepared = self.prepare(&entry, &name, &describe_call(&entry))?;
         let compile = started.elapsed();
-        let mut outputs: Vec<Array> = leaves
-            .iter()
-            .map(|ty| {
-                Array::zeros(
-                    runtime_dtype(ty.dtype),
-                    ty.shape.iter().map(|d| *d as usize).collect(),
-                )
-            })
-            .collect();
+        let Some(compiled) = &prepared.function else {
+            return Ok(Bench {
+                compile,
+                calls: vec![std::time::Duration::ZERO; iterations],
+            });
+        };
+        let mut outputs = output_arrays(&prepared.output);
         for _ in 0..warmup {
             compiled.call(&inputs, &mut outputs).map_err(jit_error)?;
         }
@@ -452,14 +448,14 @@ impl Session {
             modules.push(traced.module);
         }
         let modules: Vec<&melior::ir::Module> = modules.iter().collect();
-        let code = aot::emit_native(&modules, cpu, kind).map_err(|message| {
+        let native = aot::emit_native(&modules, &[], cpu, kind).map_err(|message| {
             Error::Internal(InternalError {
                 stage: "native code",
                 messages: vec![message],
                 ir: String::new(),
             })
         })?;
-        Ok((code, infos))
+        Ok((native.code, infos))
     }
 
     /// Traces `entry` on `params` with their open sizes set to `sentinels`, up to `fx`;
@@ -521,7 +517,43 @@ impl Session {
         entry: &Entry,
         function: &str,
         inputs: Vec<Array>,
+        description: &str,
     ) -> Result<Value, Error> {
+        let prepared = self.prepare(entry, function, description)?;
+        let mut outputs = output_arrays(&prepared.output);
+        if let Some(compiled) = &prepared.function {
+            compiled.call(&inputs, &mut outputs).map_err(jit_error)?;
+        }
+        Ok(assemble(&prepared.output, &outputs))
+    }
+
+    /// Compiles `entry` into `function`, or loads it from the cache (under a key made of the
+    /// source, `description` and `function`) when the session has one.
+    fn prepare(
+        &mut self,
+        entry: &Entry,
+        function: &str,
+        description: &str,
+    ) -> Result<Prepared, Error> {
+        let source = self
+            .sources
+            .sources
+            .first()
+            .map(|s| s.text.clone())
+            .unwrap_or_default();
+        let key = self
+            .cache
+            .as_ref()
+            .map(|cache| cache.key(&[&source, description, function]));
+        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            && let Some(cached) = cache.load(key, function)
+        {
+            return Ok(Prepared {
+                output: cached.output.clone(),
+                function: Some(Function::Cached(cached)),
+                _context: None,
+            });
+        }
         let context = ferrax_dialects::create_context();
         let mut traced = specialise::trace(
             &context,
@@ -533,29 +565,92 @@ impl Session {
         )?;
         let mut leaves = vec![];
         collect_leaves(&traced.output, &mut leaves);
-        let results = if leaves.is_empty() {
-            vec![]
-        } else {
-            pipeline::run_until(&context, &mut traced.module, "llvm-mlir", self.options)?;
-            let outputs = leaves
-                .iter()
-                .map(|ty| {
-                    Array::zeros(
-                        runtime_dtype(ty.dtype),
-                        ty.shape.iter().map(|d| *d as usize).collect(),
-                    )
-                })
-                .collect();
-            backend::run_jit(&traced.module, function, &inputs, outputs).map_err(|message| {
-                Error::Internal(InternalError {
-                    stage: "jit",
-                    messages: vec![message],
-                    ir: String::new(),
-                })
-            })?
+        if leaves.is_empty() {
+            return Ok(Prepared {
+                output: traced.output,
+                function: None,
+                _context: None,
+            });
+        }
+        pipeline::run_until(&context, &mut traced.module, "llvm-mlir", self.options)?;
+        // A cache that cannot be written (a read-only folder, no `ld`) is not an error.
+        let stored = match (&self.cache, &key) {
+            (Some(cache), Some(key)) => cache
+                .store(key, &traced.module, function, &traced.output)
+                .ok(),
+            _ => None,
         };
-        Ok(assemble(&traced.output, &results))
+        let compiled = match stored {
+            Some(cached) => Function::Cached(cached),
+            None => {
+                Function::Jit(backend::Compiled::new(&traced.module, function).map_err(jit_error)?)
+            }
+        };
+        let output = traced.output.clone();
+        drop(traced);
+        Ok(Prepared {
+            output,
+            function: Some(compiled),
+            _context: Some(context),
+        })
     }
+}
+
+/// A compiled function, and the structure of its result.
+struct Prepared {
+    output: Output,
+    /// None when the result has no array (nothing to compute).
+    function: Option<Function>,
+    /// The context the JIT's module was made in, kept while the function lives.
+    _context: Option<melior::Context>,
+}
+
+enum Function {
+    Jit(backend::Compiled),
+    Cached(Cached),
+}
+
+impl Function {
+    fn call(&self, inputs: &[Array], outputs: &mut [Array]) -> Result<(), String> {
+        match self {
+            Function::Jit(compiled) => compiled.call(inputs, outputs),
+            Function::Cached(cached) => cached.callable.call(inputs, outputs),
+        }
+    }
+}
+
+/// Zero arrays for the array leaves of `output`.
+fn output_arrays(output: &Output) -> Vec<Array> {
+    let mut leaves = vec![];
+    collect_leaves(output, &mut leaves);
+    leaves
+        .iter()
+        .map(|ty| {
+            Array::zeros(
+                runtime_dtype(ty.dtype),
+                ty.shape.iter().map(|d| *d as usize).collect(),
+            )
+        })
+        .collect()
+}
+
+/// What identifies a call entry besides the source: the function and its argument types.
+fn describe_call(entry: &Entry) -> String {
+    let mut text = String::from("call");
+    if let Entry::Call { callee, args, .. } = entry {
+        if let Callee::Name(name) = callee {
+            text.push_str(&format!(" {name}"));
+        }
+        for arg in args {
+            match &arg.kind {
+                EntryArgKind::Array(ty) => {
+                    text.push_str(&format!(" {}{}", ty.mlir(), if ty.weak { "w" } else { "" }))
+                }
+                EntryArgKind::Static(value) => text.push_str(&format!(" {value:?}")),
+            }
+        }
+    }
+    text
 }
 
 /// The probe values of the sizes a signature leaves open: `PROBES[p] + 2 * k` stands for

@@ -5,6 +5,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrax_compiler::aot::{self, NativeKind};
+use ferrax_compiler::cache::Cache;
 use ferrax_compiler::diagnostic::render;
 use ferrax_compiler::pipeline::EMIT_STAGES;
 use ferrax_compiler::session::{Error, LibraryEntry, RunArg, Session, Value, is_c_identifier};
@@ -23,6 +24,10 @@ struct Cli {
     /// Print the IR after every pass to stderr.
     #[arg(long, global = true)]
     print_ir_after_all: bool,
+    /// Compile everything, ignoring the cache of compiled code (for eval, run and bench;
+    /// the cache is in $FERRAX_CACHE_DIR, or ~/.cache/ferrax).
+    #[arg(long, global = true)]
+    no_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -146,10 +151,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let options = ferrax_compiler::pipeline::RunOptions {
         print_ir_after_all: cli.print_ir_after_all,
     };
+    // Printing the IR needs the passes to run: no cache then.
+    let cache = if cli.no_cache || cli.print_ir_after_all {
+        None
+    } else {
+        cache_folder().map(Cache::new)
+    };
     match cli.command {
         Command::Eval { file, expr, format } => {
             let mut session = open(&file)?;
             session.options = options;
+            session.cache = cache;
             let value = session
                 .eval(&expr)
                 .map_err(|e| report(&session.sources, e))?;
@@ -164,6 +176,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let mut session = open(&file)?;
             session.options = options;
+            session.cache = cache;
             let run_args = run_arguments(args)?;
             let value = session
                 .run(&function, run_args)
@@ -193,6 +206,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             let mut session = open(&file)?;
             session.options = options;
+            session.cache = cache;
             let run_args = run_arguments(args)?;
             let bench = session
                 .bench(&function, run_args, warmup, iterations)
@@ -261,6 +275,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The cache's folder: `$FERRAX_CACHE_DIR`, or `$XDG_CACHE_HOME/ferrax`, or
+/// `~/.cache/ferrax`; none when it cannot be created.
+fn cache_folder() -> Option<PathBuf> {
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let folder = env("FERRAX_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("ferrax")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache").join("ferrax")))?;
+    std::fs::create_dir_all(&folder).ok()?;
+    Some(folder)
 }
 
 /// The native outputs of `compile --emit`.
