@@ -96,8 +96,9 @@ fn compare(got: &Json, want: &Json, rtol: f64) -> Option<String> {
     }
 }
 
-#[test]
-fn cases_match_jax() {
+/// Runs every case (compiled, or in the eager interpreter); returns how many passed and
+/// the failures.
+fn run_cases(eager: bool) -> (usize, Vec<String>) {
     let (mut passed, mut failures, mut pending) = (0, vec![], vec![]);
     let mut cases = sorted_files("cases", ".py");
     cases.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mlp.py"));
@@ -129,6 +130,7 @@ fn cases_match_jax() {
                 .unwrap_or(2e-5);
             let mut session =
                 Session::new(&name, &text).unwrap_or_else(|_| panic!("{name} parses"));
+            session.eager = eager;
             match session.eval(expr) {
                 Ok(value) => {
                     let got: Json =
@@ -151,6 +153,20 @@ fn cases_match_jax() {
         println!("  {expr}");
     }
     println!("{passed} passed, {} failed", failures.len());
+    (passed, failures)
+}
+
+#[test]
+fn cases_match_jax() {
+    let (passed, failures) = run_cases(false);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(passed >= 43, "only {passed} expressions ran");
+}
+
+/// The op-by-op interpreter (`bench --eager`) gives JAX's results too.
+#[test]
+fn the_eager_interpreter_matches_jax() {
+    let (passed, failures) = run_cases(true);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(passed >= 43, "only {passed} expressions ran");
 }

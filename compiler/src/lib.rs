@@ -9,12 +9,14 @@
 //! - `backend`: LLVM translation and the JIT.
 //! - `aot`: native code through LLVM, and the C side of compiled libraries.
 //! - `cache`: compiled functions kept on disk between runs.
+//! - `eager`: an op-by-op interpreter of fx (`ferrax bench --eager`).
 //! - `diagnostic`: user errors with spans.
 
 pub mod aot;
 pub mod backend;
 pub mod cache;
 pub mod diagnostic;
+pub mod eager;
 pub mod passes;
 pub mod pipeline;
 pub mod session;

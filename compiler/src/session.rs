@@ -5,6 +5,7 @@ use crate::aot::{self, EntryInfo, NativeKind, Param};
 use crate::backend;
 use crate::cache::{Cache, Cached};
 use crate::diagnostic::Diagnostic;
+use crate::eager;
 use crate::passes;
 use crate::pipeline::{self, InternalError, RunOptions};
 use crate::specialise::{
@@ -108,6 +109,14 @@ pub struct Bench {
     pub calls: Vec<std::time::Duration>,
 }
 
+fn eager_error(message: String) -> Error {
+    Error::Internal(InternalError {
+        stage: "eager",
+        messages: vec![message],
+        ir: String::new(),
+    })
+}
+
 fn jit_error(message: String) -> Error {
     Error::Internal(InternalError {
         stage: "jit",
@@ -127,6 +136,8 @@ pub struct Session {
     pub sources: SourceMap,
     /// Where compiled functions are kept between runs (`eval`, `run`, `bench`); none in tests.
     pub cache: Option<Cache>,
+    /// Run op by op in the `eager` interpreter instead of compiling (`bench --eager`).
+    pub eager: bool,
     module: ast::Module,
     prelude: ast::Module,
     pub options: RunOptions,
@@ -149,6 +160,7 @@ impl Session {
         Ok(Session {
             sources,
             cache: None,
+            eager: false,
             module,
             prelude,
             options: RunOptions::default(),
@@ -194,6 +206,9 @@ impl Session {
     ) -> Result<Bench, Error> {
         let (entry, inputs) = self.call_entry(function, args)?;
         let name = sanitise(function);
+        if self.eager {
+            return self.bench_eager(&entry, &name, &inputs, warmup, iterations);
+        }
         let started = std::time::Instant::now();
         let prepared = self.prepare(&entry, &name, &describe_call(&entry))?;
         let compile = started.elapsed();
@@ -512,6 +527,39 @@ impl Session {
         }
     }
 
+    /// `bench` in the `eager` interpreter: the program at the `fx` stage, run op by op.
+    fn bench_eager(
+        &mut self,
+        entry: &Entry,
+        function: &str,
+        inputs: &[Array],
+        warmup: usize,
+        iterations: usize,
+    ) -> Result<Bench, Error> {
+        let started = std::time::Instant::now();
+        let context = ferrax_dialects::create_context();
+        let mut traced = specialise::trace(
+            &context,
+            &self.sources,
+            &self.prelude,
+            &self.module,
+            entry,
+            function,
+        )?;
+        pipeline::run_until(&context, &mut traced.module, "fx", self.options)?;
+        let compile = started.elapsed();
+        for _ in 0..warmup {
+            eager::run(&traced.module, function, inputs).map_err(eager_error)?;
+        }
+        let mut calls = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let start = std::time::Instant::now();
+            eager::run(&traced.module, function, inputs).map_err(eager_error)?;
+            calls.push(start.elapsed());
+        }
+        Ok(Bench { compile, calls })
+    }
+
     fn execute(
         &mut self,
         entry: &Entry,
@@ -519,6 +567,20 @@ impl Session {
         inputs: Vec<Array>,
         description: &str,
     ) -> Result<Value, Error> {
+        if self.eager {
+            let context = ferrax_dialects::create_context();
+            let mut traced = specialise::trace(
+                &context,
+                &self.sources,
+                &self.prelude,
+                &self.module,
+                entry,
+                function,
+            )?;
+            pipeline::run_until(&context, &mut traced.module, "fx", self.options)?;
+            let results = eager::run(&traced.module, function, &inputs).map_err(eager_error)?;
+            return Ok(assemble(&traced.output, &results));
+        }
         let prepared = self.prepare(entry, function, description)?;
         let mut outputs = output_arrays(&prepared.output);
         if let Some(compiled) = &prepared.function {

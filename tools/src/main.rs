@@ -63,7 +63,8 @@ enum Command {
         /// Timed calls.
         #[arg(long, default_value_t = 100)]
         iterations: usize,
-        /// Run op by op in an interpreter instead of compiled code (not supported yet).
+        /// Run op by op in an interpreter instead of compiled code (the "without jit"
+        /// baseline).
         #[arg(long)]
         eager: bool,
     },
@@ -194,11 +195,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
             iterations,
             eager,
         } => {
-            if eager {
-                return Err(Failure::Usage(String::from(
-                    "--eager (the op-by-op interpreter) is not supported yet",
-                )));
-            }
             if iterations == 0 {
                 return Err(Failure::Usage(String::from(
                     "--iterations must be at least 1",
@@ -207,6 +203,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let mut session = open(&file)?;
             session.options = options;
             session.cache = cache;
+            session.eager = eager;
             let run_args = run_arguments(args)?;
             let bench = session
                 .bench(&function, run_args, warmup, iterations)
