@@ -902,11 +902,13 @@ fn parse_signature(file: FileId, text: &str) -> Result<Vec<EntryArg>, Diagnostic
     let mut static_args = vec![];
     for (arg, dims, span) in args {
         if dims.iter().any(|d| matches!(d, Dim::Dynamic(_))) {
-            return Err(Diagnostic::not_supported(
+            return Err(Diagnostic::new(
+                "ferrax::cli::signature",
                 span,
-                "a dimension known only at run time here",
+                "a dimension known only at run time (`?` or a name) needs a library",
             )
-            .help("sizes known at run time are for libraries: compile --emit lib|staticlib|obj|asm"));
+            .label("a size known only at run time")
+            .help("compile it with --emit lib, staticlib, obj or asm, or give the size a number"));
         }
         static_args.push(arg);
     }

@@ -230,6 +230,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             output,
         } => {
             if NATIVE.contains(&emit.as_str()) {
+                if let Some(cpu) = &target_cpu
+                    && !aot::TARGET_CPUS.contains(&cpu.as_str())
+                {
+                    return Err(Failure::Usage(format!(
+                        "unknown --target-cpu `{cpu}`; LLVM's 64-bit x86 CPUs are: {}",
+                        aot::TARGET_CPUS.join(", ")
+                    )));
+                }
                 let mut session = open(&file)?;
                 session.options = options;
                 let entries = library_entries(functions, entries)?;
