@@ -76,6 +76,10 @@ const CASES: &[(&str, &str)] = &[
         "x.at[jnp.array([0, 2, 0])].add(x * x) + x.at[jnp.array([2, 1])].set(x[:2] ** 3)",
     ),
     (
+        "scatter_multiply_max",
+        "x.at[jnp.array([0, 2, 0])].multiply(x + 1.0) + x.at[jnp.array([1])].max(x[:1] * 2.0)",
+    ),
+    (
         "fori_loop",
         "jax.lax.fori_loop(0, 3, lambda i, c: jnp.sin(c) * x + c * 0.5, x)",
     ),

@@ -2292,7 +2292,8 @@ fn combine(
 }
 
 /// `x.at[indices].set(update)` / `.add(update)` for an integer array of indices into the
-/// first axis (a scatter): a one-hot matrix of the indices times the updates. Negative
+/// first axis (a scatter): a one-hot matrix of the indices times the updates (the other
+/// updates go through `scatter_loop`). Negative
 /// indices count from the end; out-of-range ones are dropped, as in JAX. `add` sums the
 /// updates of repeated indices; `set` keeps the last.
 fn scatter(
@@ -2303,12 +2304,6 @@ fn scatter(
     update: &Traced,
     span: Span,
 ) -> DResult<Traced> {
-    if !matches!(how, "set" | "add") {
-        return Err(Diagnostic::not_supported(
-            span,
-            format!("`.at[]` with an array index and `.{how}` (only set and add)"),
-        ));
-    }
     if !indices.ty.dtype.is_int() {
         return Err(Diagnostic::new(
             "ferrax::index::type",
@@ -2331,6 +2326,9 @@ fn scatter(
     } else {
         x.ty.dtype
     };
+    if !matches!(how, "set" | "add") {
+        return scatter_loop(interp, x, indices, how, update, span);
+    }
     let count: i64 = indices.ty.shape.iter().product();
     let flat = interp.emit.reshape(span, indices, &[count]);
     let flat = wrap_index(interp, span, &flat, n);
@@ -2400,6 +2398,71 @@ fn scatter(
             .broadcast_in_dim(span, &touched, &[0], &x.ty.shape);
         interp.emit.select(span, &mask, &scattered, x)
     })
+}
+
+/// `x.at[indices].multiply/min/max(update)`: a loop over the indices that updates one row at
+/// a time (so repeated indices combine in order; out-of-range ones are dropped).
+fn scatter_loop(
+    interp: &mut Interp,
+    x: &Traced,
+    indices: &Traced,
+    how: &str,
+    update: &Traced,
+    span: Span,
+) -> DResult<Traced> {
+    let count: i64 = indices.ty.shape.iter().product();
+    let flat = interp.emit.reshape(span, indices, &[count]);
+    let rest = x.ty.shape[1..].to_vec();
+    let rows = interp.emit.broadcast_to(
+        span,
+        update,
+        &[indices.ty.shape.clone(), rest.clone()].concat(),
+    )?;
+    let rows = interp
+        .emit
+        .reshape(span, &rows, &[vec![count], rest.clone()].concat());
+    let mut body = |interp: &mut Interp, k: Traced, carry: Value| -> DResult<(Value, Value)> {
+        let Value::Array(current) = carry else {
+            return Err(Diagnostic::new(
+                "ferrax::index",
+                span,
+                "a scatter without its array",
+            ));
+        };
+        let index = index_array(interp, span, &flat, &Value::Array(k.clone()))?;
+        let row = index_array(interp, span, &rows, &Value::Array(k))?;
+        let Value::Array(row) = row else {
+            return Err(Diagnostic::new(
+                "ferrax::index",
+                span,
+                "a scatter without its row",
+            ));
+        };
+        let updated = at_update(
+            interp,
+            &current,
+            &index,
+            how,
+            Some(&Value::Array(row)),
+            span,
+        )?;
+        Ok((updated, Value::None))
+    };
+    let (result, _) = super::control::for_loop(
+        interp,
+        (count, super::control::Order::Forward),
+        &Value::Array(x.clone()),
+        span,
+        &mut body,
+    )?;
+    match result {
+        Value::Array(result) => Ok(result),
+        _ => Err(Diagnostic::new(
+            "ferrax::index",
+            span,
+            "a scatter without its array",
+        )),
+    }
 }
 
 fn full_slice() -> Value {

@@ -348,18 +348,19 @@ fn converted(
 
 /// The body of a counted loop: from the iteration's index (a rank-0 int32 array) and the
 /// carry, the next carry and this iteration's output (`Value::None` for none).
-type LoopBody<'b> = dyn FnMut(&mut Interp, Traced, Value) -> DResult<(Value, Value)> + 'b;
+pub(super) type LoopBody<'b> =
+    dyn FnMut(&mut Interp, Traced, Value) -> DResult<(Value, Value)> + 'b;
 
 /// Whether a loop of `n` iterations visits the indices `0..n` or `n-1` down to `0`.
 #[derive(Clone, Copy)]
-enum Order {
+pub(super) enum Order {
     Forward,
     Backward,
 }
 
 /// Emits `scf.for %k = 0 to count` over the carry `init`. Returns the final carry and the
 /// outputs of the iterations stacked along a new leading axis, each at its index.
-fn for_loop(
+pub(super) fn for_loop(
     interp: &mut Interp,
     (count, order): (i64, Order),
     init: &Value,

@@ -72,6 +72,10 @@ def scatter_set(x, idx, v):
     return x.at[idx].set(v)
 
 
+def scatter_others(x, idx, v):
+    return x.at[idx].multiply(v), x.at[idx].min(v), x.at[idx].max(v)
+
+
 def dynamic(x, i):
     return x[i], x.at[i].multiply(3.0), x.at[i, 1].add(10.0), x.at[i].max(2.5)
 
@@ -107,3 +111,5 @@ def dynamic(x, i):
 # eval: dynamic(jnp.arange(6.0).reshape(3, 2), jnp.array(1))
 # eval: dynamic(jnp.arange(6.0).reshape(3, 2), jnp.array(7))
 # eval: jax.grad(lambda x: jnp.sum(dynamic(x, jnp.array(1))[1] ** 2))(jnp.arange(6.0).reshape(3, 2))
+# eval: scatter_others(jnp.arange(1.0, 5.0), jnp.array([0, 2, 2, -1, 9]), jnp.array([2.0, 3.0, 0.5, 1.5, 7.0]))
+# eval: scatter_others(jnp.arange(6.0).reshape(3, 2), jnp.array([[1], [1]]), 2.5)
