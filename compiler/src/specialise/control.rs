@@ -43,10 +43,14 @@ pub fn call(
             cond(interp, &pred, &on_true, &on_false, operands, span)
         }
         "fori_loop" => {
-            let lower = static_bound(&arg(0, "lower")?, "fori_loop", span)?;
-            let upper = static_bound(&arg(1, "upper")?, "fori_loop", span)?;
+            let (lower, upper) = (arg(0, "lower")?, arg(1, "upper")?);
             let body = arg(2, "body_fun")?;
             let init = arg(3, "init_val")?;
+            if matches!(lower, Value::Array(_)) || matches!(upper, Value::Array(_)) {
+                return dynamic_fori_loop(interp, (&lower, &upper), &body, &init, span);
+            }
+            let lower = static_bound(&lower, "fori_loop", span)?;
+            let upper = static_bound(&upper, "fori_loop", span)?;
             let (carry, _) = for_loop(
                 interp,
                 ((upper - lower).max(0), Order::Forward),
@@ -154,14 +158,57 @@ pub fn call(
     }
 }
 
+/// `fori_loop` with a bound known only at run time: `scf.for` from `lower` to `upper`. As
+/// in JAX (which makes it a `while_loop`), it differentiates in forward mode only.
+fn dynamic_fori_loop(
+    interp: &mut Interp,
+    (lower, upper): (&Value, &Value),
+    body: &Value,
+    init: &Value,
+    span: Span,
+) -> DResult<Value> {
+    if interp.reverse_depth > 0 {
+        return Err(Diagnostic::new(
+            "ferrax::autodiff::while_loop",
+            span,
+            "Reverse-mode differentiation does not work for lax.while_loop or lax.fori_loop with dynamic start/stop values.",
+        )
+        .label("inside a function differentiated in reverse mode")
+        .help("give fori_loop static bounds, or use lax.scan; forward mode (jax.jvp, jax.jacfwd) works"));
+    }
+    let location = interp.emit.location(span);
+    let mut bounds = vec![];
+    for bound in [lower, upper] {
+        let traced = interp.emit.to_array(span, bound)?;
+        if !traced.ty.shape.is_empty() || !traced.ty.dtype.is_int() {
+            return Err(Diagnostic::new(
+                "ferrax::type::int",
+                span,
+                format!(
+                    "lax.fori_loop bounds must be integer scalars, found {}{}",
+                    traced.ty.dtype.name(),
+                    shape_repr(&traced.ty.shape)
+                ),
+            ));
+        }
+        bounds.push(interp.emit.array_to_index(span, &traced, location));
+    }
+    let (carry, _) = for_loop_between(
+        interp,
+        (bounds[0], bounds[1]),
+        init,
+        span,
+        &mut |interp, i, carry| {
+            let next = interp.call(body, vec![Value::Array(i), carry], vec![], span)?;
+            Ok((next, Value::None))
+        },
+    )?;
+    Ok(carry)
+}
+
 fn static_bound(value: &Value, name: &str, span: Span) -> DResult<i64> {
     match value {
         Value::Int(i) => Ok(*i),
-        Value::Array(_) => Err(Diagnostic::not_supported(
-            span,
-            format!("lax.{name} with bounds known only at run time"),
-        )
-        .help("use static bounds, or jax.lax.while_loop")),
         other => Err(Diagnostic::new(
             "ferrax::type::int",
             span,
@@ -367,6 +414,36 @@ pub(super) fn for_loop(
     span: Span,
     body: &mut LoopBody,
 ) -> DResult<(Value, Value)> {
+    counted_loop(interp, (count, order), None, init, span, body)
+}
+
+/// A loop from the run-time `index` values `lower` to `upper`; the body gets the index (not
+/// an iteration number from 0) and has no outputs.
+fn for_loop_between(
+    interp: &mut Interp,
+    (lower, upper): (mlir_sys::MlirValue, mlir_sys::MlirValue),
+    init: &Value,
+    span: Span,
+    body: &mut LoopBody,
+) -> DResult<(Value, Value)> {
+    counted_loop(
+        interp,
+        (0, Order::Forward),
+        Some((lower, upper)),
+        init,
+        span,
+        body,
+    )
+}
+
+fn counted_loop(
+    interp: &mut Interp,
+    (count, order): (i64, Order),
+    range: Option<(mlir_sys::MlirValue, mlir_sys::MlirValue)>,
+    init: &Value,
+    span: Span,
+    body: &mut LoopBody,
+) -> DResult<(Value, Value)> {
     let mut leaves = vec![];
     let template = flatten_carry(interp, init, &mut leaves, span)?;
     let types: Vec<ArrayType> = leaves
@@ -377,11 +454,14 @@ pub(super) fn for_loop(
         })
         .collect();
     let location = interp.emit.location(span);
-    let bounds = [
-        interp.emit.index_constant(0, location),
-        interp.emit.index_constant(count, location),
-        interp.emit.index_constant(1, location),
-    ];
+    let bounds = match range {
+        Some((lower, upper)) => [lower, upper, interp.emit.index_constant(1, location)],
+        None => [
+            interp.emit.index_constant(0, location),
+            interp.emit.index_constant(count, location),
+            interp.emit.index_constant(1, location),
+        ],
+    };
     let (iv, arguments) = interp.emit.begin_loop_region(&types, location);
     let traced = loop_body(
         interp,

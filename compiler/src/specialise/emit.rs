@@ -249,6 +249,25 @@ impl<'c, 'a> Emitter<'c, 'a> {
         self.append(operation)[0]
     }
 
+    /// A rank-0 integer array as an `index` value (`tensor.extract`, `arith.index_cast`).
+    pub fn array_to_index(
+        &mut self,
+        span: Span,
+        traced: &Traced,
+        location: Location<'c>,
+    ) -> MlirValue {
+        let traced = self.convert(span, traced, DType::I32);
+        let scalar = self.extract_scalar(&traced, location);
+        // Safety: a live value of the innermost block.
+        let scalar = unsafe { melior::ir::Value::from_raw(scalar) };
+        let operation = melior::ir::operation::OperationBuilder::new("arith.index_cast", location)
+            .add_operands(&[scalar])
+            .add_results(&[Type::index(self.context)])
+            .build()
+            .expect("valid index_cast");
+        self.append(operation)[0]
+    }
+
     /// An `index` value as a rank-0 weak int32 array.
     pub fn index_to_array(&mut self, index: MlirValue, location: Location<'c>) -> Traced {
         let i32_type = Type::parse(self.context, "i32").expect("i32 parses");

@@ -60,6 +60,11 @@ def no_outputs(xs):
     return lax.scan(lambda c, x: (c * x, None), 1.0, xs)[0]
 
 
+def triangle(x):
+    # The inner loop's bound is the outer loop's index: known only at run time.
+    return lax.fori_loop(0, 4, lambda i, c: lax.fori_loop(0, i, lambda j, e: e * x, c), x)
+
+
 def halve_until_small(x):
     return lax.while_loop(lambda c: c[0] > 1.0, lambda c: (c[0] * 0.5, c[1] * c[0]), (x, x))
 
@@ -113,3 +118,6 @@ def dynamic(x, i):
 # eval: jax.grad(lambda x: jnp.sum(dynamic(x, jnp.array(1))[1] ** 2))(jnp.arange(6.0).reshape(3, 2))
 # eval: scatter_others(jnp.arange(1.0, 5.0), jnp.array([0, 2, 2, -1, 9]), jnp.array([2.0, 3.0, 0.5, 1.5, 7.0]))
 # eval: scatter_others(jnp.arange(6.0).reshape(3, 2), jnp.array([[1], [1]]), 2.5)
+# eval: triangle(1.1)
+# eval: jax.jvp(triangle, (1.1,), (1.0,))
+# eval: lax.fori_loop(jnp.array(2), jnp.array(5), lambda i, c: c + i, 0)
