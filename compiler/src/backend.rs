@@ -19,6 +19,9 @@ struct Engine(MlirExecutionEngine);
 
 impl Engine {
     fn new(module: &Module) -> Result<Self, String> {
+        if calls_openmp(module) {
+            load_openmp()?;
+        }
         // Safety: the module is alive; a null result is checked.
         let raw = unsafe {
             mlir_sys::mlirExecutionEngineCreate(
@@ -184,6 +187,47 @@ pub fn run_jit(
 ) -> Result<Vec<Array>, String> {
     Compiled::new(module, function)?.call(inputs, &mut outputs)?;
     Ok(outputs)
+}
+
+/// Loads the OpenMP runtime into the process once, with its symbols global, where the JIT's
+/// linker finds them.
+fn load_openmp() -> Result<(), String> {
+    static RUNTIME: std::sync::OnceLock<Result<libloading::os::unix::Library, String>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            // Safety: loading libomp runs its initialisers, which only set up its state.
+            unsafe {
+                libloading::os::unix::Library::open(
+                    Some(crate::pipeline::OPENMP_RUNTIME),
+                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+                )
+            }
+            .map_err(|e| format!("cannot load the OpenMP runtime: {e}"))
+        })
+        .as_ref()
+        .map(|_| ())
+        .map_err(Clone::clone)
+}
+
+/// Whether the module (at `llvm-mlir`) has OpenMP ops, which LLVM translates into calls of
+/// the OpenMP runtime.
+pub fn calls_openmp(module: &Module) -> bool {
+    let mut calls = false;
+    module
+        .as_operation()
+        .walk(WalkOrder::PreOrder, |operation| {
+            if operation
+                .name()
+                .as_string_ref()
+                .as_str()
+                .is_ok_and(|name| name.starts_with("omp."))
+            {
+                calls = true;
+            }
+            WalkResult::Advance
+        });
+    calls
 }
 
 /// Modules above this many LLVM-dialect ops are compiled without LLVM's optimisations: LLVM's

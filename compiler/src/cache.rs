@@ -100,6 +100,13 @@ impl Cache {
             if native.calls_memref_copy {
                 command.arg(aot::memref_copy_object(&work)?);
             }
+            if crate::backend::calls_openmp(module) {
+                let runtime = std::path::Path::new(crate::pipeline::OPENMP_RUNTIME);
+                command.arg(runtime);
+                if let Some(folder) = runtime.parent() {
+                    command.arg("-rpath").arg(folder);
+                }
+            }
             let status = command
                 .status()
                 .map_err(|e| format!("cannot run ld: {e}"))?;

@@ -10,12 +10,21 @@ use melior::{
 };
 use std::fmt;
 
-/// One stage: the Rust passes it runs first, then an upstream pass pipeline.
+/// One stage: the Rust passes it runs first, then an upstream pass pipeline (or, for a
+/// module with large loops when threads are allowed, `threaded_pipeline`).
 pub struct Stage {
     pub name: &'static str,
     pub rust_passes: &'static [fn() -> melior::pass::Pass],
     pub pipeline: &'static str,
+    pub threaded_pipeline: &'static str,
 }
+
+/// Loops over at least this many elements run on all cores (OpenMP); smaller modules stay
+/// on one thread, where starting threads would cost more than it saves.
+pub const THREAD_THRESHOLD: u64 = 1 << 16;
+
+/// The OpenMP runtime threaded code calls (libomp-22-dev).
+pub const OPENMP_RUNTIME: &str = "/usr/lib/llvm-22/lib/libomp.so";
 
 /// The CPU pipeline, in order. `traced` is the specialiser's output (with differentiation
 /// requests), `fx` the differentiated program; `llvm-ir` is a translation of `llvm-mlir`.
@@ -24,22 +33,26 @@ pub const STAGES: &[Stage] = &[
         name: "traced",
         rust_passes: &[],
         pipeline: "",
+        threaded_pipeline: "",
     },
     Stage {
         name: "fx",
         rust_passes: &[passes::fx_autodiff::create, passes::fx_fold::create],
         pipeline: "",
+        threaded_pipeline: "",
     },
     Stage {
         name: "linalg",
         rust_passes: &[passes::fx_to_linalg::create],
         pipeline: "builtin.module(func.func(convert-elementwise-to-linalg),linalg-fuse-elementwise-ops,canonicalize,cse)",
+        threaded_pipeline: "",
     },
     Stage {
         name: "bufferized",
         rust_passes: &[],
         pipeline: "builtin.module(one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map allow-return-allocs-from-loops},\
                    buffer-results-to-out-params{modify-public-functions},ownership-based-buffer-deallocation,canonicalize,buffer-deallocation-simplification,bufferization-lower-deallocations,canonicalize)",
+        threaded_pipeline: "",
     },
     Stage {
         name: "llvm-mlir",
@@ -47,6 +60,10 @@ pub const STAGES: &[Stage] = &[
         pipeline: "builtin.module(convert-linalg-to-loops,expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-math-to-libm,\
                    convert-math-to-llvm,finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,\
                    convert-func-to-llvm,reconcile-unrealized-casts)",
+        threaded_pipeline: "builtin.module(convert-linalg-to-parallel-loops,convert-scf-to-openmp,canonicalize,expand-strided-metadata,\
+                   lower-affine,convert-scf-to-cf,convert-math-to-libm,convert-math-to-llvm,convert-openmp-to-llvm,\
+                   finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,\
+                   reconcile-unrealized-casts)",
     },
 ];
 
@@ -85,6 +102,8 @@ impl std::error::Error for InternalError {}
 pub struct RunOptions {
     /// Print the module after every pass, to stderr (like `mlir-opt --mlir-print-ir-after-all`).
     pub print_ir_after_all: bool,
+    /// Keep every loop on one thread (libraries: their callers choose the threads).
+    pub sequential: bool,
 }
 
 /// Runs the stages after `traced` up to and including `last`, verifying after each.
@@ -178,13 +197,63 @@ fn run_stage(
     if stage.pipeline.is_empty() {
         return Ok(());
     }
+    let threaded = !stage.threaded_pipeline.is_empty()
+        && !options.sequential
+        && has_large_loops(module)
+        && std::path::Path::new(OPENMP_RUNTIME).exists();
+    let pipeline = if threaded {
+        stage.threaded_pipeline
+    } else {
+        stage.pipeline
+    };
     let manager = PassManager::new(context);
-    parse_pass_pipeline(manager.as_operation_pass_manager(), stage.pipeline)
+    parse_pass_pipeline(manager.as_operation_pass_manager(), pipeline)
         .map_err(|e| e.to_string())?;
     if options.print_ir_after_all {
         manager.enable_ir_printing(&printing);
     }
     manager.run(module).map_err(|e| e.to_string())
+}
+
+/// Whether the module's loops should run on all cores: a `linalg` op works on a buffer of
+/// `THREAD_THRESHOLD` elements or more (static shapes only), and no op mixes parallel and
+/// reduction loops (a contraction: the parallel lowering would put its reduction innermost,
+/// losing the loop order that vectorises it).
+fn has_large_loops(module: &Module) -> bool {
+    let mut large = false;
+    let mut mixed = false;
+    module
+        .as_operation()
+        .walk(melior::ir::operation::WalkOrder::PreOrder, |operation| {
+            let is_linalg = operation
+                .name()
+                .as_string_ref()
+                .as_str()
+                .is_ok_and(|name| name.starts_with("linalg."));
+            if is_linalg {
+                if let Ok(iterators) = operation.attribute("iterator_types") {
+                    let text = iterators.to_string();
+                    mixed |= text.contains("parallel") && text.contains("reduction");
+                }
+                for operand in operation.operands() {
+                    if let Ok(memref) = melior::ir::r#type::MemRefType::try_from(
+                        melior::ir::ValueLike::r#type(&operand),
+                    ) {
+                        let elements = (0..melior::ir::r#type::ShapedTypeLike::rank(&memref))
+                            .map(|d| {
+                                match melior::ir::r#type::ShapedTypeLike::dim_size(&memref, d) {
+                                    Ok(melior::ir::r#type::DimSize::Static(size)) => size,
+                                    _ => 0,
+                                }
+                            })
+                            .product::<u64>();
+                        large |= elements >= THREAD_THRESHOLD;
+                    }
+                }
+            }
+            melior::ir::operation::WalkResult::Advance
+        });
+    large && !mixed
 }
 
 pub fn verify(

@@ -452,7 +452,12 @@ impl Session {
                     }
                 })
                 .collect();
-            pipeline::run_between(context, &mut traced.module, "fx", "llvm-mlir", self.options)?;
+            // A library's caller chooses its threads: its loops stay on one.
+            let options = RunOptions {
+                sequential: true,
+                ..self.options
+            };
+            pipeline::run_between(context, &mut traced.module, "fx", "llvm-mlir", options)?;
             infos.push(EntryInfo {
                 name: entry.name.clone(),
                 sizes: sizes.clone(),
