@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --release --bin ferrax -p ferrax-runtime
+cargo build --release --bin ferrax
+cargo build --release -p ferrax-runtime
 target/release/ferrax run examples/selu.py selu "[-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0]"
 mkdir -p build
 target/release/ferrax compile examples/selu.py selu --sig "x: f32[?]" \
