@@ -294,14 +294,7 @@ impl Session {
             args,
         };
         let context = ferrax_dialects::create_context();
-        let mut traced = specialise::trace(
-            &context,
-            &self.sources,
-            &self.prelude,
-            &self.module,
-            &entry,
-            &sanitise(function),
-        )?;
+        let mut traced = self.trace(&context, &entry, &sanitise(function))?;
         let until = if emit == "llvm-ir" { "llvm-mlir" } else { emit };
         pipeline::run_until(&context, &mut traced.module, until, self.options)?;
         if emit == "llvm-ir" {
@@ -504,17 +497,31 @@ impl Session {
             })
             .collect();
         let callee = self.callee(entry)?;
-        let mut traced = specialise::trace(
+        let mut traced = self.trace(
             context,
-            &self.sources,
-            &self.prelude,
-            &self.module,
             &Entry::Call { callee, span, args },
             &aot::implementation_name(&entry.name),
         )?;
         pipeline::run_until(context, &mut traced.module, "fx", self.options)?;
         let text = sized_text(&traced.module.as_operation().to_string(), sentinels);
         Ok((traced, text))
+    }
+
+    /// Traces `entry` into a module holding `function`.
+    fn trace<'c>(
+        &self,
+        context: &'c melior::Context,
+        entry: &Entry,
+        function: &str,
+    ) -> Result<specialise::Traced<'c>, Diagnostic> {
+        specialise::trace(
+            context,
+            &self.sources,
+            &self.prelude,
+            &self.module,
+            entry,
+            function,
+        )
     }
 
     /// The function a library entry calls.
@@ -543,14 +550,7 @@ impl Session {
     ) -> Result<Bench, Error> {
         let started = std::time::Instant::now();
         let context = ferrax_dialects::create_context();
-        let mut traced = specialise::trace(
-            &context,
-            &self.sources,
-            &self.prelude,
-            &self.module,
-            entry,
-            function,
-        )?;
+        let mut traced = self.trace(&context, entry, function)?;
         pipeline::run_until(&context, &mut traced.module, "fx", self.options)?;
         let compile = started.elapsed();
         for _ in 0..warmup {
@@ -574,14 +574,7 @@ impl Session {
     ) -> Result<Value, Error> {
         if self.eager {
             let context = ferrax_dialects::create_context();
-            let mut traced = specialise::trace(
-                &context,
-                &self.sources,
-                &self.prelude,
-                &self.module,
-                entry,
-                function,
-            )?;
+            let mut traced = self.trace(&context, entry, function)?;
             pipeline::run_until(&context, &mut traced.module, "fx", self.options)?;
             let results = eager::run(&traced.module, function, &inputs).map_err(eager_error)?;
             return Ok(assemble(&traced.output, &results));
@@ -622,14 +615,7 @@ impl Session {
             });
         }
         let context = ferrax_dialects::create_context();
-        let mut traced = specialise::trace(
-            &context,
-            &self.sources,
-            &self.prelude,
-            &self.module,
-            entry,
-            function,
-        )?;
+        let mut traced = self.trace(&context, entry, function)?;
         let mut leaves = vec![];
         collect_leaves(&traced.output, &mut leaves);
         if leaves.is_empty() {
