@@ -6,6 +6,7 @@
 //! evaluated in float64 and rounded once; int64 values beyond 2^53 lose precision.
 //! Control flow (`scf.for`, `scf.if`, `scf.while`) runs its regions.
 
+use crate::passes::ir::region_block;
 use crate::specialise::DType;
 use melior::ir::{
     BlockLike, Module, OperationRef, TypeLike, ValueLike,
@@ -124,10 +125,6 @@ fn run_block(
         operation = unsafe { mlir_sys::mlirOperationGetNextInBlock(operation) };
     }
     Err(String::from("a block without a terminator"))
-}
-
-fn region_block(operation: MlirOperation, index: isize) -> MlirBlock {
-    unsafe { mlir_sys::mlirRegionGetFirstBlock(mlir_sys::mlirOperationGetRegion(operation, index)) }
 }
 
 /// The results of one op.

@@ -4,4 +4,5 @@ pub mod fx_autodiff;
 pub mod fx_dynamic_sizes;
 pub mod fx_fold;
 pub mod fx_to_linalg;
+pub mod ir;
 pub mod result_buffers;

@@ -21,11 +21,12 @@
 //! transposed the same way; a `custom_vjp` function runs its `fwd` in the forward sweep and its
 //! `bwd` in the backward sweep.
 
+use super::ir::{block_arguments, block_ops, op_name, operands, region_block, results};
 use melior::{
     Context, IrRewriter, RewriterBase,
     ir::{
         Attribute, Block, BlockRef, Identifier, Location, OperationRef, Region, RegionLike, Type,
-        TypeLike, Value, ValueLike,
+        TypeLike, Value,
         attribute::{
             DenseI64ArrayAttribute, FlatSymbolRefAttribute, IntegerAttribute, StringAttribute,
         },
@@ -71,57 +72,11 @@ fn run(module: OperationRef<'_, '_>, pass: ExternalPass<'_>) {
     }
 }
 
-fn op_name(operation: MlirOperation) -> String {
-    let operation = unsafe { OperationRef::from_raw(operation) };
-    operation
-        .name()
-        .as_string_ref()
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
-fn operands(operation: MlirOperation) -> Vec<V> {
-    let operation = unsafe { OperationRef::from_raw(operation) };
-    operation.operands().map(|v| v.to_raw()).collect()
-}
-
-fn results(operation: MlirOperation) -> Vec<V> {
-    let operation = unsafe { OperationRef::from_raw(operation) };
-    operation.results().map(|v| v.to_raw()).collect()
-}
-
-/// The first block of region `index` of `operation`.
-fn region_block(operation: MlirOperation, index: isize) -> MlirBlock {
-    unsafe { mlir_sys::mlirRegionGetFirstBlock(mlir_sys::mlirOperationGetRegion(operation, index)) }
-}
-
-/// The ops of a block (terminator last).
-fn block_ops(block: MlirBlock) -> Vec<MlirOperation> {
-    let mut ops = vec![];
-    unsafe {
-        let mut operation = mlir_sys::mlirBlockGetFirstOperation(block);
-        while !operation.ptr.is_null() {
-            ops.push(operation);
-            operation = mlir_sys::mlirOperationGetNextInBlock(operation);
-        }
-    }
-    ops
-}
-
 /// The ops of a block before its terminator, and the terminator's operands.
 fn block_body(block: MlirBlock) -> AdResult<(Vec<MlirOperation>, Vec<V>)> {
     let mut ops = block_ops(block);
     let terminator = ops.pop().ok_or("a block without a terminator")?;
     Ok((ops, operands(terminator)))
-}
-
-fn block_arguments(block: MlirBlock) -> Vec<V> {
-    unsafe {
-        (0..mlir_sys::mlirBlockGetNumArguments(block))
-            .map(|i| mlir_sys::mlirBlockGetArgument(block, i))
-            .collect()
-    }
 }
 
 fn function_arguments(function: MlirOperation) -> Vec<V> {

@@ -16,6 +16,7 @@
 //!          - an fx op whose results are unused is erased.
 //! Keeps:   locations; no op moves across a region boundary.
 
+use super::ir::{block_ops, op_name, operands, results};
 use melior::{
     Context, IrRewriter,
     ir::{
@@ -76,39 +77,6 @@ fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
             }
         }
     }
-}
-
-fn block_ops(block: MlirBlock) -> Vec<MlirOperation> {
-    let mut ops = vec![];
-    let mut operation = unsafe { mlir_sys::mlirBlockGetFirstOperation(block) };
-    while !operation.ptr.is_null() {
-        ops.push(operation);
-        operation = unsafe { mlir_sys::mlirOperationGetNextInBlock(operation) };
-    }
-    ops
-}
-
-fn op_name(operation: MlirOperation) -> String {
-    unsafe { OperationRef::from_raw(operation) }
-        .name()
-        .as_string_ref()
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
-fn operands(operation: MlirOperation) -> Vec<MlirValue> {
-    unsafe { OperationRef::from_raw(operation) }
-        .operands()
-        .map(|v| v.to_raw())
-        .collect()
-}
-
-fn results(operation: MlirOperation) -> Vec<MlirValue> {
-    unsafe { OperationRef::from_raw(operation) }
-        .results()
-        .map(|v| v.to_raw())
-        .collect()
 }
 
 /// Folds and merges the fx ops of one block, in order.

@@ -15,6 +15,7 @@
 //! Upstream's `buffer-results-to-out-params{hoist-static-allocs}` does this for static
 //! shapes, but crashed on a function that returns a constant.
 
+use super::ir::{block_ops, op_name};
 use melior::{
     ir::{
         OperationRef, ValueLike,
@@ -66,7 +67,7 @@ fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
 fn rewrite_one(entry: mlir_sys::MlirBlock) -> bool {
     let ops = block_ops(entry);
     for (position, copy) in ops.iter().enumerate() {
-        if name(*copy) != "memref.copy" {
+        if op_name(*copy) != "memref.copy" {
             continue;
         }
         let (source, target) = (operand(*copy, 0), operand(*copy, 1));
@@ -79,7 +80,8 @@ fn rewrite_one(entry: mlir_sys::MlirBlock) -> bool {
                 mlir_sys::mlirValueGetType(target),
             )
         };
-        if name(alloc) != "memref.alloc" || !is_argument || !same_type || uses(target).len() != 1 {
+        if op_name(alloc) != "memref.alloc" || !is_argument || !same_type || uses(target).len() != 1
+        {
             continue;
         }
         let before: Vec<MlirOperation> = ops[..position].to_vec();
@@ -88,7 +90,7 @@ fn rewrite_one(entry: mlir_sys::MlirBlock) -> bool {
             if user.ptr == copy.ptr {
                 return true;
             }
-            if name(user) == "memref.dealloc" {
+            if op_name(user) == "memref.dealloc" {
                 deallocs.push(user);
                 return true;
             }
@@ -109,25 +111,6 @@ fn rewrite_one(entry: mlir_sys::MlirBlock) -> bool {
         return true;
     }
     false
-}
-
-fn block_ops(block: mlir_sys::MlirBlock) -> Vec<MlirOperation> {
-    let mut ops = vec![];
-    let mut operation = unsafe { mlir_sys::mlirBlockGetFirstOperation(block) };
-    while !operation.ptr.is_null() {
-        ops.push(operation);
-        operation = unsafe { mlir_sys::mlirOperationGetNextInBlock(operation) };
-    }
-    ops
-}
-
-fn name(operation: MlirOperation) -> String {
-    unsafe { OperationRef::from_raw(operation) }
-        .name()
-        .as_string_ref()
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 fn operand(operation: MlirOperation, index: usize) -> MlirValue {
