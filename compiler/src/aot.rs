@@ -174,7 +174,7 @@ pub struct Native {
 }
 
 /// Translates the modules (each at `llvm-mlir`) to one LLVM module, hides every symbol
-/// they define, adds an exported `NAME__ferrax_packed(void **args)` for each of `packed`
+/// they define, adds an exported `NAME__ferrax_memrefs(void **args)` for each of `packed`
 /// (the compiled function `NAME`'s C interface, called as MLIR's packed wrappers are),
 /// optimises for `cpu` (the host when `None`) and emits position-independent code.
 pub fn emit_native(
@@ -264,7 +264,11 @@ pub fn emit_native(
     })
 }
 
-/// `NAME__ferrax_packed(void **args)`: calls `_mlir_ciface_NAME(*args[0], *args[1], ...)`;
+/// The suffix of the wrappers `emit_native` adds: unlike a library's `NAME__ferrax_packed`
+/// (plain data pointers and sizes), they take memref descriptors.
+pub const MEMREF_WRAPPER: &str = "__ferrax_memrefs";
+
+/// `NAME__ferrax_memrefs(void **args)`: calls `_mlir_ciface_NAME(*args[0], *args[1], ...)`;
 /// like MLIR's packed wrappers, `args[i]` points at the argument (a descriptor's address).
 fn packed_wrapper<'c>(
     context: &'c Context,
@@ -276,7 +280,7 @@ fn packed_wrapper<'c>(
         .ok_or_else(|| format!("no compiled function `{name}`"))?;
     let pointer = context.ptr_type(inkwell::AddressSpace::default());
     let wrapper = module.add_function(
-        &format!("{name}__ferrax_packed"),
+        &format!("{name}{MEMREF_WRAPPER}"),
         context.void_type().fn_type(&[pointer.into()], false),
         None,
     );

@@ -4,7 +4,7 @@
 //! the source file, the entry (an expression, or a function and its argument types) and the
 //! function's name; a later run with the same key loads the library instead of compiling.
 //!
-//! A library exports `NAME__ferrax_packed(void **descriptors)` (`aot::emit_native`); it is
+//! A library exports `NAME__ferrax_memrefs(void **args)` (`aot::emit_native`); it is
 //! linked with `ld -shared`, and resolves `malloc`, `free` and libm in the process that loads
 //! it. Entries are written to a private folder, then renamed into place, so a reader never
 //! sees half a file.
@@ -58,8 +58,14 @@ impl Cache {
         format!("{:016x}{:016x}", hashes[0], hashes[1])
     }
 
-    /// The function `function` stored under `key`, if there is one.
+    /// The function `function` stored under `key`, if there is one (counted as a hit).
     pub fn load(&self, key: &str, function: &str) -> Option<Cached> {
+        let cached = self.open(key, function)?;
+        self.hits.set(self.hits.get() + 1);
+        Some(cached)
+    }
+
+    fn open(&self, key: &str, function: &str) -> Option<Cached> {
         let library_path = self.dir.join(format!("{key}.so"));
         let output = std::fs::read_to_string(self.dir.join(format!("{key}.json"))).ok()?;
         let output = output_from_json(&serde_json::from_str(&output).ok()?)?;
@@ -68,10 +74,9 @@ impl Cache {
         // Safety: the symbol has the type `aot::emit_native` gives it.
         let packed: Packed = unsafe {
             *library
-                .get::<Packed>(format!("{function}__ferrax_packed\0").as_bytes())
+                .get::<Packed>(format!("{function}{}\0", aot::MEMREF_WRAPPER).as_bytes())
                 .ok()?
         };
-        self.hits.set(self.hits.get() + 1);
         Some(Cached {
             callable: Callable::new(packed),
             output,
@@ -124,12 +129,8 @@ impl Cache {
         })();
         let _ = std::fs::remove_dir_all(&work);
         stored?;
-        let hits = self.hits.get();
-        let cached = self
-            .load(key, function)
-            .ok_or("the stored library does not load")?;
-        self.hits.set(hits);
-        Ok(cached)
+        self.open(key, function)
+            .ok_or_else(|| String::from("the stored library does not load"))
     }
 }
 

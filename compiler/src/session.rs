@@ -109,20 +109,21 @@ pub struct Bench {
     pub calls: Vec<std::time::Duration>,
 }
 
-fn eager_error(message: String) -> Error {
+/// An internal error of `stage` that has a message but no IR to show.
+fn stage_error(stage: &'static str, message: String) -> Error {
     Error::Internal(InternalError {
-        stage: "eager",
+        stage,
         messages: vec![message],
         ir: String::new(),
     })
 }
 
+fn eager_error(message: String) -> Error {
+    stage_error("eager", message)
+}
+
 fn jit_error(message: String) -> Error {
-    Error::Internal(InternalError {
-        stage: "jit",
-        messages: vec![message],
-        ir: String::new(),
-    })
+    stage_error("jit", message)
 }
 
 /// An argument of `run`: a literal (its text) or an array.
@@ -461,13 +462,8 @@ impl Session {
             modules.push(traced.module);
         }
         let modules: Vec<&melior::ir::Module> = modules.iter().collect();
-        let native = aot::emit_native(&modules, &[], cpu, kind).map_err(|message| {
-            Error::Internal(InternalError {
-                stage: "native code",
-                messages: vec![message],
-                ir: String::new(),
-            })
-        })?;
+        let native = aot::emit_native(&modules, &[], cpu, kind)
+            .map_err(|message| stage_error("native code", message))?;
         Ok((native.code, infos))
     }
 

@@ -216,7 +216,7 @@ impl Folder<'_, '_, '_> {
             }
             "fx.integer_pow" => match self.int_attribute("exponent") {
                 Some(1) => return Some(args[0]),
-                Some(2) => return self.build("fx.mul", &[args[0], args[0]], ty).ok(),
+                Some(2) => return self.build("fx.mul", &[args[0], args[0]], ty, &[]).ok(),
                 _ => {}
             },
             "fx.pow" if is(1, 1.0) && same_type(0) => return Some(args[0]),
@@ -271,7 +271,14 @@ impl Folder<'_, '_, '_> {
             .map(|a| a.value().to_string())
     }
 
-    fn build(&self, name: &str, operands: &[MlirValue], ty: Type) -> Result<MlirValue, String> {
+    /// An op of one result, with the folded op's location, inserted before it.
+    fn build<'c>(
+        &self,
+        name: &str,
+        operands: &[MlirValue],
+        ty: Type<'c>,
+        attributes: &[(Identifier<'c>, Attribute<'c>)],
+    ) -> Result<MlirValue, String> {
         let location = unsafe { OperationRef::from_raw(self.operation) }.location();
         let operands: Vec<Value> = operands
             .iter()
@@ -279,6 +286,7 @@ impl Folder<'_, '_, '_> {
             .collect();
         let operation = OperationBuilder::new(name, location)
             .add_operands(&operands)
+            .add_attributes(attributes)
             .add_results(&[ty])
             .build()
             .map_err(|e| e.to_string())?;
@@ -322,18 +330,12 @@ impl Folder<'_, '_, '_> {
         };
         let attribute = Attribute::parse(self.context, &format!("dense<{text}> : {ty}"))
             .ok_or("cannot build the constant")?;
-        let location = unsafe { OperationRef::from_raw(self.operation) }.location();
-        let operation = OperationBuilder::new("fx.constant", location)
-            .add_attributes(&[(Identifier::new(self.context, "value"), attribute)])
-            .add_results(&[ty])
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(self
-            .base
-            .insert(operation)
-            .result(0)
-            .map_err(|e| e.to_string())?
-            .to_raw())
+        self.build(
+            "fx.constant",
+            &[],
+            ty,
+            &[(Identifier::new(self.context, "value"), attribute)],
+        )
     }
 }
 

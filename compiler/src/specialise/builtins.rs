@@ -2054,9 +2054,9 @@ fn wrap_index(interp: &mut Interp, span: Span, index: &Traced, n: i64) -> Traced
     interp.emit.select(span, &negative, &shifted, &index)
 }
 
-/// `x[indices]` for an integer array: a one-hot product along the first axis; negative
-/// indices count from the end and out-of-range ones are clamped, as in JAX.
-fn gather(interp: &mut Interp, span: Span, x: &Traced, indices: &Traced) -> DResult<Traced> {
+/// The rows an integer array of indices can select in `x` and the dtype a one-hot product
+/// with them computes in (int32 for bool arrays); an error for float indices or a 0-d `x`.
+fn indexed_rows(x: &Traced, indices: &Traced, span: Span) -> DResult<(i64, DType)> {
     if !indices.ty.dtype.is_int() {
         return Err(Diagnostic::new(
             "ferrax::index::type",
@@ -2079,7 +2079,13 @@ fn gather(interp: &mut Interp, span: Span, x: &Traced, indices: &Traced) -> DRes
     } else {
         x.ty.dtype
     };
-    let positions: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    Ok((n, dtype))
+}
+
+/// `hit[..., p]`: whether each (wrapped) index is row `p` of `n`, with the indices' shape
+/// then `n`.
+fn one_hot_rows(interp: &mut Interp, span: Span, indices: &Traced, n: i64) -> Traced {
+    let positions: Vec<f64> = (0..n).map(|p| p as f64).collect();
     let mut shape = indices.ty.shape.clone();
     shape.push(n);
     let positions =
@@ -2091,6 +2097,16 @@ fn gather(interp: &mut Interp, span: Span, x: &Traced, indices: &Traced) -> DRes
             .emit
             .broadcast_in_dim(span, &positions, &[shape.len() as i64 - 1], &shape);
     let dims: Vec<i64> = (0..indices.ty.shape.len() as i64).collect();
+    let expanded = interp.emit.broadcast_in_dim(span, indices, &dims, &shape);
+    interp
+        .emit
+        .compare(span, Predicate::Eq, &expanded, &positions)
+}
+
+/// `x[indices]` for an integer array: a one-hot product along the first axis; negative
+/// indices count from the end and out-of-range ones are clamped, as in JAX.
+fn gather(interp: &mut Interp, span: Span, x: &Traced, indices: &Traced) -> DResult<Traced> {
+    let (n, dtype) = indexed_rows(x, indices, span)?;
     // Negative indices count from the end, as in Python.
     let wrapped = {
         let zero = interp.emit.constant(
@@ -2115,14 +2131,11 @@ fn gather(interp: &mut Interp, span: Span, x: &Traced, indices: &Traced) -> DRes
         let low = interp.emit.binary(span, Binary::Max, &wrapped, &zero);
         interp.emit.binary(span, Binary::Min, &low, &last)
     };
-    let expanded = interp.emit.broadcast_in_dim(span, &wrapped, &dims, &shape);
-    let hit = interp
-        .emit
-        .compare(span, Predicate::Eq, &expanded, &positions);
+    let hit = one_hot_rows(interp, span, &wrapped, n);
     let one_hot = interp.emit.convert(span, &hit, dtype);
     let x = interp.emit.convert(span, x, dtype);
     let dims = fx::DotDimensions {
-        lhs_contracting: vec![shape.len() as i64 - 1],
+        lhs_contracting: vec![indices.ty.shape.len() as i64],
         rhs_contracting: vec![0],
         ..Default::default()
     };
@@ -2304,28 +2317,7 @@ fn scatter(
     update: &Traced,
     span: Span,
 ) -> DResult<Traced> {
-    if !indices.ty.dtype.is_int() {
-        return Err(Diagnostic::new(
-            "ferrax::index::type",
-            span,
-            format!(
-                "array indices must be integers, found {}",
-                indices.ty.dtype.name()
-            ),
-        ));
-    }
-    let Some(&n) = x.ty.shape.first() else {
-        return Err(Diagnostic::new(
-            "ferrax::index::rank",
-            span,
-            "a 0-d array cannot be indexed",
-        ));
-    };
-    let dtype = if x.ty.dtype == DType::Bool {
-        DType::I32
-    } else {
-        x.ty.dtype
-    };
+    let (n, dtype) = indexed_rows(x, indices, span)?;
     if !matches!(how, "set" | "add") {
         return scatter_loop(interp, x, indices, how, update, span);
     }
@@ -2343,17 +2335,7 @@ fn scatter(
         .reshape(span, &update, &[vec![count], rest.to_vec()].concat());
     let update = interp.emit.convert(span, &update, dtype);
     // hit[k, p]: update k goes to row p.
-    let positions: Vec<f64> = (0..n).map(|p| p as f64).collect();
-    let positions = interp
-        .emit
-        .constant(span, &positions, ArrayType::new(DType::I32, vec![n]));
-    let positions = interp
-        .emit
-        .broadcast_in_dim(span, &positions, &[1], &[count, n]);
-    let targets = interp.emit.broadcast_in_dim(span, &flat, &[0], &[count, n]);
-    let mut hit = interp
-        .emit
-        .compare(span, Predicate::Eq, &targets, &positions);
+    let mut hit = one_hot_rows(interp, span, &flat, n);
     if how == "set" {
         // Keep update k only if no later update goes to the same row.
         let later: Vec<f64> = (0..count)

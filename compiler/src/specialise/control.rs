@@ -7,7 +7,7 @@
 //! it cannot be differentiated in reverse mode. `fx-autodiff` differentiates the loops.
 
 use super::emit::{Binary, DResult};
-use super::interp::{Interp, flatten_carry, rebuild_carry};
+use super::interp::{Interp, flatten_carry, flatten_tree, rebuild_carry};
 use super::value::{ArrayType, DType, Traced, Value, shape_repr};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::span::Span;
@@ -551,7 +551,7 @@ fn loop_body(
         })
         .collect();
     let mut y_leaves = vec![];
-    let ys_template = flatten_outputs(interp, &y, &mut y_leaves, span)?;
+    let ys_template = flatten_tree(interp, &y, &mut y_leaves, true, span)?;
     let mut ys_types = vec![];
     for leaf in y_leaves {
         let mut shape = vec![count];
@@ -577,35 +577,6 @@ fn loop_body(
         ys_types.push(ty);
     }
     Ok((yielded, ys_template, ys_types))
-}
-
-/// Like `flatten_carry`, but `None` leaves stay `None` (a scan without outputs).
-fn flatten_outputs(
-    interp: &mut Interp,
-    value: &Value,
-    leaves: &mut Vec<Traced>,
-    span: Span,
-) -> DResult<Value> {
-    Ok(match value {
-        Value::None => Value::None,
-        Value::Tuple(items) => Value::Tuple(Rc::new(
-            items
-                .iter()
-                .map(|v| flatten_outputs(interp, v, leaves, span))
-                .collect::<DResult<_>>()?,
-        )),
-        Value::List(items) => Value::List(Rc::new(
-            items
-                .iter()
-                .map(|v| flatten_outputs(interp, v, leaves, span))
-                .collect::<DResult<_>>()?,
-        )),
-        other => {
-            let traced = interp.emit.to_array(span, other)?;
-            leaves.push(traced.clone());
-            Value::Array(traced)
-        }
-    })
 }
 
 fn leading_length(xs: &Value) -> Option<i64> {

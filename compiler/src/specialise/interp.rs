@@ -1070,17 +1070,30 @@ pub(super) fn flatten_carry(
     leaves: &mut Vec<super::value::Traced>,
     span: Span,
 ) -> DResult<Value> {
+    flatten_tree(interp, value, leaves, false, span)
+}
+
+/// The structure of a pytree with its leaves made arrays and pushed onto `leaves`; with
+/// `keep_none`, a `None` leaf stays `None` (a scan without outputs) instead.
+pub(super) fn flatten_tree(
+    interp: &mut Interp,
+    value: &Value,
+    leaves: &mut Vec<super::value::Traced>,
+    keep_none: bool,
+    span: Span,
+) -> DResult<Value> {
     Ok(match value {
+        Value::None if keep_none => Value::None,
         Value::Tuple(items) => Value::Tuple(Rc::new(
             items
                 .iter()
-                .map(|v| flatten_carry(interp, v, leaves, span))
+                .map(|v| flatten_tree(interp, v, leaves, keep_none, span))
                 .collect::<DResult<_>>()?,
         )),
         Value::List(items) => Value::List(Rc::new(
             items
                 .iter()
-                .map(|v| flatten_carry(interp, v, leaves, span))
+                .map(|v| flatten_tree(interp, v, leaves, keep_none, span))
                 .collect::<DResult<_>>()?,
         )),
         other => {
