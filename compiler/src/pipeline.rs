@@ -10,13 +10,18 @@ use melior::{
 };
 use std::fmt;
 
-/// One stage: the Rust passes it runs first, then an upstream pass pipeline (or, for a
-/// module with large loops when threads are allowed, `threaded_pipeline`).
+/// One stage: the passes it runs, in order, and, for a module with large loops when threads
+/// are allowed, the passes it runs instead (`threaded_steps`, when not empty).
 pub struct Stage {
     pub name: &'static str,
-    pub rust_passes: &'static [fn() -> melior::pass::Pass],
-    pub pipeline: &'static str,
-    pub threaded_pipeline: &'static str,
+    pub steps: &'static [Step],
+    pub threaded_steps: &'static [Step],
+}
+
+/// One step of a stage: one of the compiler's own passes, or an upstream pass pipeline.
+pub enum Step {
+    Pass(fn() -> melior::pass::Pass),
+    Pipeline(&'static str),
 }
 
 /// Loops over at least this many elements run on all cores (OpenMP); smaller modules stay
@@ -31,39 +36,57 @@ pub const OPENMP_RUNTIME: &str = "/usr/lib/llvm-22/lib/libomp.so";
 pub const STAGES: &[Stage] = &[
     Stage {
         name: "traced",
-        rust_passes: &[],
-        pipeline: "",
-        threaded_pipeline: "",
+        steps: &[],
+        threaded_steps: &[],
     },
     Stage {
         name: "fx",
-        rust_passes: &[passes::fx_autodiff::create, passes::fx_fold::create],
-        pipeline: "",
-        threaded_pipeline: "",
+        steps: &[
+            Step::Pass(passes::fx_autodiff::create),
+            Step::Pass(passes::fx_fold::create),
+        ],
+        threaded_steps: &[],
     },
     Stage {
         name: "linalg",
-        rust_passes: &[passes::fx_to_linalg::create],
-        pipeline: "builtin.module(func.func(convert-elementwise-to-linalg),linalg-fuse-elementwise-ops,canonicalize,cse)",
-        threaded_pipeline: "",
+        steps: &[
+            Step::Pass(passes::fx_to_linalg::create),
+            Step::Pipeline(
+                "builtin.module(func.func(convert-elementwise-to-linalg),linalg-fuse-elementwise-ops,canonicalize,cse)",
+            ),
+        ],
+        threaded_steps: &[],
     },
     Stage {
         name: "bufferized",
-        rust_passes: &[],
-        pipeline: "builtin.module(one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map allow-return-allocs-from-loops},\
-                   buffer-results-to-out-params{modify-public-functions},ownership-based-buffer-deallocation,canonicalize,buffer-deallocation-simplification,bufferization-lower-deallocations,canonicalize)",
-        threaded_pipeline: "",
+        steps: &[Step::Pipeline(
+            "builtin.module(one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map allow-return-allocs-from-loops},\
+             buffer-results-to-out-params{modify-public-functions},ownership-based-buffer-deallocation,canonicalize,buffer-deallocation-simplification,bufferization-lower-deallocations,canonicalize)",
+        )],
+        threaded_steps: &[],
     },
     Stage {
         name: "llvm-mlir",
-        rust_passes: &[passes::result_buffers::create],
-        pipeline: "builtin.module(convert-linalg-to-loops,expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-math-to-libm,\
-                   convert-math-to-llvm,finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,\
-                   convert-func-to-llvm,reconcile-unrealized-casts)",
-        threaded_pipeline: "builtin.module(convert-linalg-to-parallel-loops,convert-scf-to-openmp,canonicalize,expand-strided-metadata,\
-                   lower-affine,convert-scf-to-cf,convert-math-to-libm,convert-math-to-llvm,convert-openmp-to-llvm,\
-                   finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,\
-                   reconcile-unrealized-casts)",
+        steps: &[
+            Step::Pass(passes::result_buffers::create),
+            Step::Pass(passes::matmul_kernel::create),
+            Step::Pipeline(
+                "builtin.module(convert-linalg-to-loops,expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-libm,\
+                 convert-math-to-llvm,finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,reconcile-unrealized-casts)",
+            ),
+        ],
+        threaded_steps: &[
+            Step::Pass(passes::result_buffers::create),
+            Step::Pass(passes::matmul_kernel::create),
+            Step::Pass(passes::parallel_loops_outside::create),
+            Step::Pipeline("builtin.module(convert-linalg-to-parallel-loops)"),
+            Step::Pass(passes::parallel_outer_loop::create),
+            Step::Pipeline(
+                "builtin.module(convert-scf-to-openmp,canonicalize,expand-strided-metadata,\
+                 lower-affine,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-libm,convert-math-to-llvm,convert-openmp-to-llvm,\
+                 finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,reconcile-unrealized-casts)",
+            ),
+        ],
     },
 ];
 
@@ -183,45 +206,36 @@ fn run_stage(
         flags: melior::ir::operation::OperationPrintingFlags::new(),
         tree_printing_path: std::path::PathBuf::new(),
     };
-    // The Rust passes run in their own pass manager, before the parsed pipeline.
-    if !stage.rust_passes.is_empty() {
+    let threaded = !stage.threaded_steps.is_empty()
+        && !options.sequential
+        && has_large_loops(module)
+        && std::path::Path::new(OPENMP_RUNTIME).exists();
+    let steps = if threaded {
+        stage.threaded_steps
+    } else {
+        stage.steps
+    };
+    for step in steps {
         let manager = PassManager::new(context);
-        for create in stage.rust_passes {
-            manager.add_pass(create());
+        match step {
+            Step::Pass(create) => manager.add_pass(create()),
+            Step::Pipeline(pipeline) => {
+                parse_pass_pipeline(manager.as_operation_pass_manager(), pipeline)
+                    .map_err(|e| e.to_string())?
+            }
         }
         if options.print_ir_after_all {
             manager.enable_ir_printing(&printing);
         }
         manager.run(module).map_err(|e| e.to_string())?;
     }
-    if stage.pipeline.is_empty() {
-        return Ok(());
-    }
-    let threaded = !stage.threaded_pipeline.is_empty()
-        && !options.sequential
-        && has_large_loops(module)
-        && std::path::Path::new(OPENMP_RUNTIME).exists();
-    let pipeline = if threaded {
-        stage.threaded_pipeline
-    } else {
-        stage.pipeline
-    };
-    let manager = PassManager::new(context);
-    parse_pass_pipeline(manager.as_operation_pass_manager(), pipeline)
-        .map_err(|e| e.to_string())?;
-    if options.print_ir_after_all {
-        manager.enable_ir_printing(&printing);
-    }
-    manager.run(module).map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// Whether the module's loops should run on all cores: a `linalg` op works on a buffer of
-/// `THREAD_THRESHOLD` elements or more (static shapes only), and no op mixes parallel and
-/// reduction loops (a contraction: the parallel lowering would put its reduction innermost,
-/// losing the loop order that vectorises it).
+/// `THREAD_THRESHOLD` elements or more (static shapes only).
 fn has_large_loops(module: &Module) -> bool {
     let mut large = false;
-    let mut mixed = false;
     module
         .as_operation()
         .walk(melior::ir::operation::WalkOrder::PreOrder, |operation| {
@@ -231,10 +245,6 @@ fn has_large_loops(module: &Module) -> bool {
                 .as_str()
                 .is_ok_and(|name| name.starts_with("linalg."));
             if is_linalg {
-                if let Ok(iterators) = operation.attribute("iterator_types") {
-                    let text = iterators.to_string();
-                    mixed |= text.contains("parallel") && text.contains("reduction");
-                }
                 for operand in operation.operands() {
                     if let Ok(memref) = melior::ir::r#type::MemRefType::try_from(
                         melior::ir::ValueLike::r#type(&operand),
@@ -253,7 +263,7 @@ fn has_large_loops(module: &Module) -> bool {
             }
             melior::ir::operation::WalkResult::Advance
         });
-    large && !mixed
+    large
 }
 
 pub fn verify(

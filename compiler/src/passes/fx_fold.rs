@@ -11,6 +11,7 @@
 //!            `x * 1`, `1 * x`, `x / 1`, `x - 0`, `x + -0.0` (and `x + 0` on integers),
 //!            `neg(neg(x))`, `select` on a constant predicate, `integer_pow(x, 1)`,
 //!            `integer_pow(x, 2)` → `x * x`, `pow(x, 1.0)`;
+//!          - `transpose(a @ b)` of matrices → `b @ a`, when the product has no other use;
 //!          - an op equal to an earlier one of the same block (name, operands, attributes
 //!            and types) is replaced by it;
 //!          - an fx op whose results are unused is erased.
@@ -220,6 +221,7 @@ impl Folder<'_, '_, '_> {
                 _ => {}
             },
             "fx.pow" if is(1, 1.0) && same_type(0) => return Some(args[0]),
+            "fx.transpose" => return self.transposed_product(args[0], ty),
             _ => {}
         }
         // Constants.
@@ -255,6 +257,50 @@ impl Folder<'_, '_, '_> {
             _ => return None,
         };
         self.splat(ty, folded).ok()
+    }
+
+    /// `transpose(a @ b)` of matrices as `b @ a` with the contractions swapped (reverse mode
+    /// makes it for a weight's gradient), when the product has no other use: no copy.
+    fn transposed_product(&self, x: MlirValue, ty: Type) -> Option<MlirValue> {
+        let op = unsafe { OperationRef::from_raw(self.operation) };
+        let permutation = op.attribute("permutation").ok()?.to_string();
+        let product = defining_op(x).filter(|p| op_name(*p) == "fx.dot_general")?;
+        let product = unsafe { OperationRef::from_raw(product) };
+        let single_use = unsafe {
+            let first = mlir_sys::mlirValueGetFirstUse(x);
+            !first.ptr.is_null() && mlir_sys::mlirOpOperandGetNextUse(first).ptr.is_null()
+        };
+        let attribute = |name: &str| product.attribute(name).ok();
+        let no_batch = ["lhs_batching_dimensions", "rhs_batching_dimensions"]
+            .iter()
+            .all(|name| attribute(name).is_some_and(|a| a.to_string() == "array<i64>"));
+        let [lhs, rhs] = operands(product.to_raw())[..] else {
+            return None;
+        };
+        // One free dimension on each side: the swapped product is the transpose.
+        let one_free = |operand: MlirValue, contracting: &str| {
+            let rank = RankedTensorType::try_from(value_type(operand)).map_or(0, |t| t.rank());
+            let contracted = attribute(contracting)
+                .and_then(|a| melior::ir::attribute::DenseI64ArrayAttribute::try_from(a).ok())
+                .map_or(usize::MAX, |a| a.len());
+            rank == contracted + 1
+        };
+        let matrices = one_free(lhs, "lhs_contracting_dimensions")
+            && one_free(rhs, "rhs_contracting_dimensions");
+        if permutation != "array<i64: 1, 0>" || !single_use || !no_batch || !matrices {
+            return None;
+        }
+        let swapped = |name: &str, from: &str| {
+            attribute(from).map(|a| (Identifier::new(self.context, name), a))
+        };
+        let attributes = [
+            swapped("lhs_batching_dimensions", "rhs_batching_dimensions")?,
+            swapped("rhs_batching_dimensions", "lhs_batching_dimensions")?,
+            swapped("lhs_contracting_dimensions", "rhs_contracting_dimensions")?,
+            swapped("rhs_contracting_dimensions", "lhs_contracting_dimensions")?,
+        ];
+        self.build("fx.dot_general", &[rhs, lhs], ty, &attributes)
+            .ok()
     }
 
     fn int_attribute(&self, name: &str) -> Option<i64> {

@@ -855,64 +855,33 @@ impl<'c, 'a> Lowering<'c, 'a> {
             rhs_free.len(),
             lhs_contracting.len(),
         );
-        let total = nb + nl + nr + nc;
-        // Loop order: batch, lhs free, contracting, rhs free; the innermost loop then walks
-        // the rhs and the result contiguously (for `x @ w`, `i, k, j`), which vectorises.
-        // When both operands end with a contracted dimension (`x @ w.T`, as reverse mode
-        // makes), the contraction goes innermost instead: a dot product along both rows.
-        let contracting_inner = nr > 0
-            && nc > 0
-            && lhs_contracting.contains(&(lhs_rank - 1))
-            && rhs_contracting.contains(&(rhs_rank - 1));
-        let (c_off, r_off) = if contracting_inner {
-            (nb + nl + nr, nb + nl)
-        } else {
-            (nb + nl, nb + nl + nc)
-        };
-        let map_of = |rank: i64,
-                      batch: &[i64],
-                      free: &[i64],
-                      free_offset: usize,
-                      contracting: &[i64]|
-         -> String {
-            let dims: Vec<String> = (0..rank)
-                .map(|d| {
-                    if let Some(k) = batch.iter().position(|b| *b == d) {
-                        format!("d{k}")
-                    } else if let Some(k) = contracting.iter().position(|c| *c == d) {
-                        format!("d{}", c_off + k)
-                    } else {
-                        format!(
-                            "d{}",
-                            free_offset + free.iter().position(|f| *f == d).unwrap_or(0)
-                        )
-                    }
-                })
-                .collect();
-            dims.join(", ")
-        };
-        let all: Vec<String> = (0..total).map(|d| format!("d{d}")).collect();
-        let out: Vec<String> = (0..nb + nl)
-            .chain(r_off..r_off + nr)
-            .map(|d| format!("d{d}"))
-            .collect();
-        let maps = format!(
-            "[affine_map<({all}) -> ({})>, affine_map<({all}) -> ({})>, affine_map<({all}) -> ({})>]",
-            map_of(lhs_rank, &lhs_batch, &lhs_free, nb, &lhs_contracting),
-            map_of(rhs_rank, &rhs_batch, &rhs_free, r_off, &rhs_contracting),
-            out.join(", "),
-            all = all.join(", ")
-        );
-        let iterators: Vec<&str> = (0..total)
-            .map(|d| {
-                if (c_off..c_off + nc).contains(&d) {
-                    "#linalg.iterator_type<reduction>"
-                } else {
-                    "#linalg.iterator_type<parallel>"
-                }
-            })
-            .collect();
+        // A large float product of two matrices is a `linalg.matmul` (loops m, n, k), which
+        // `matmul-kernel` replaces by its tiled kernel. Being a named op, it also keeps
+        // elementwise producers from fusing into it (they would be recomputed per `k`).
         let element = element_type(ty)?;
+        let sizes = shape(ty)?;
+        let work = |contracted: i64| sizes.iter().product::<i64>().saturating_mul(contracted);
+        let is_matmul = (element.is_f32() || element.is_f64())
+            && (nb, nl, nr, nc) == (0, 1, 1, 1)
+            && work(shape(lhs.r#type())?[lhs_contracting[0] as usize])
+                >= super::matmul_kernel::MIN_WORK as i64;
+        let (maps, iterators, name) = if is_matmul {
+            let lhs_map = if lhs_free[0] == 0 { "d0, d2" } else { "d2, d0" };
+            let rhs_map = if rhs_free[0] == 1 { "d2, d1" } else { "d1, d2" };
+            (
+                format!(
+                    "[affine_map<(d0, d1, d2) -> ({lhs_map})>, affine_map<(d0, d1, d2) -> ({rhs_map})>, affine_map<(d0, d1, d2) -> (d0, d1)>]"
+                ),
+                None,
+                "linalg.matmul",
+            )
+        } else {
+            let (maps, iterators) = contraction_maps(
+                (&lhs_batch, &lhs_free, &lhs_contracting, lhs_rank),
+                (&rhs_batch, &rhs_free, &rhs_contracting, rhs_rank),
+            );
+            (maps, Some(iterators), "linalg.generic")
+        };
         let k = kind(ty)?;
         let zero = self.attribute(&format!(
             "{} : {element}",
@@ -969,16 +938,15 @@ impl<'c, 'a> Lowering<'c, 'a> {
         );
         let region = Region::new();
         region.append_block(block);
-        let attributes = [
+        let mut attributes = vec![
             ("indexing_maps", self.attribute(&maps)?),
-            (
-                "iterator_types",
-                self.attribute(&format!("[{}]", iterators.join(", ")))?,
-            ),
             ("operandSegmentSizes", self.attribute("array<i32: 2, 1>")?),
         ];
+        if let Some(iterators) = iterators {
+            attributes.push(("iterator_types", self.attribute(&iterators)?));
+        }
         self.build(
-            OperationBuilder::new("linalg.generic", self.location),
+            OperationBuilder::new(name, self.location),
             &[lhs, rhs, init],
             ty,
             &attributes,
@@ -1232,6 +1200,79 @@ fn element_type(ty: Type<'_>) -> Result<Type<'_>, String> {
 const DYNAMIC: i64 = i64::MIN;
 
 /// The dimensions of a ranked tensor type, `DYNAMIC` for a dynamic one.
+/// The indexing maps and iterator types of a contraction's `linalg.generic`: loops over the
+/// batch, lhs-free, rhs-free and contracting dimensions. Dimensions are `(batch, free,
+/// contracting, rank)` of each operand.
+fn contraction_maps(
+    (lhs_batch, lhs_free, lhs_contracting, lhs_rank): (&[i64], &[i64], &[i64], i64),
+    (rhs_batch, rhs_free, rhs_contracting, rhs_rank): (&[i64], &[i64], &[i64], i64),
+) -> (String, String) {
+    let (nb, nl, nr, nc) = (
+        lhs_batch.len(),
+        lhs_free.len(),
+        rhs_free.len(),
+        lhs_contracting.len(),
+    );
+    let total = nb + nl + nr + nc;
+    // Loop order: batch, lhs free, contracting, rhs free; the innermost loop then walks
+    // the rhs and the result contiguously (for `x @ w`, `i, k, j`), which vectorises.
+    // When both operands end with a contracted dimension (`x @ w.T`, as reverse mode
+    // makes), the contraction goes innermost instead: a dot product along both rows.
+    let contracting_inner = nr > 0
+        && nc > 0
+        && lhs_contracting.contains(&(lhs_rank - 1))
+        && rhs_contracting.contains(&(rhs_rank - 1));
+    let (c_off, r_off) = if contracting_inner {
+        (nb + nl + nr, nb + nl)
+    } else {
+        (nb + nl, nb + nl + nc)
+    };
+    let map_of = |rank: i64,
+                  batch: &[i64],
+                  free: &[i64],
+                  free_offset: usize,
+                  contracting: &[i64]|
+     -> String {
+        let dims: Vec<String> = (0..rank)
+            .map(|d| {
+                if let Some(k) = batch.iter().position(|b| *b == d) {
+                    format!("d{k}")
+                } else if let Some(k) = contracting.iter().position(|c| *c == d) {
+                    format!("d{}", c_off + k)
+                } else {
+                    format!(
+                        "d{}",
+                        free_offset + free.iter().position(|f| *f == d).unwrap_or(0)
+                    )
+                }
+            })
+            .collect();
+        dims.join(", ")
+    };
+    let all: Vec<String> = (0..total).map(|d| format!("d{d}")).collect();
+    let out: Vec<String> = (0..nb + nl)
+        .chain(r_off..r_off + nr)
+        .map(|d| format!("d{d}"))
+        .collect();
+    let maps = format!(
+        "[affine_map<({all}) -> ({})>, affine_map<({all}) -> ({})>, affine_map<({all}) -> ({})>]",
+        map_of(lhs_rank, lhs_batch, lhs_free, nb, lhs_contracting),
+        map_of(rhs_rank, rhs_batch, rhs_free, r_off, rhs_contracting),
+        out.join(", "),
+        all = all.join(", ")
+    );
+    let iterators: Vec<&str> = (0..total)
+        .map(|d| {
+            if (c_off..c_off + nc).contains(&d) {
+                "#linalg.iterator_type<reduction>"
+            } else {
+                "#linalg.iterator_type<parallel>"
+            }
+        })
+        .collect();
+    (maps, format!("[{}]", iterators.join(", ")))
+}
+
 fn shape(ty: Type<'_>) -> Result<Vec<i64>, String> {
     let tensor = tensor(ty)?;
     (0..tensor.rank())

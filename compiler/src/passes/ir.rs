@@ -1,5 +1,5 @@
 //! Small readers of MLIR's IR through the C API, shared by the passes and the interpreter:
-//! an op's name, operands and results, and the ops and arguments of a block.
+//! an op's name, operands, results and users, and the ops and arguments of a block.
 
 use melior::ir::{OperationRef, ValueLike, operation::OperationLike};
 use mlir_sys::{MlirBlock, MlirOperation, MlirValue};
@@ -48,4 +48,15 @@ pub fn block_arguments(block: MlirBlock) -> Vec<MlirValue> {
             .map(|i| mlir_sys::mlirBlockGetArgument(block, i))
             .collect()
     }
+}
+
+/// The ops that use `value`, one entry per use.
+pub fn uses(value: MlirValue) -> Vec<MlirOperation> {
+    let mut users = vec![];
+    let mut used = unsafe { mlir_sys::mlirValueGetFirstUse(value) };
+    while !used.ptr.is_null() {
+        users.push(unsafe { mlir_sys::mlirOpOperandGetOwner(used) });
+        used = unsafe { mlir_sys::mlirOpOperandGetNextUse(used) };
+    }
+    users
 }

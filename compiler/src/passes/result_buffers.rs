@@ -15,7 +15,7 @@
 //! Upstream's `buffer-results-to-out-params{hoist-static-allocs}` does this for static
 //! shapes, but crashed on a function that returns a constant.
 
-use super::ir::{block_ops, op_name};
+use super::ir::{block_ops, op_name, uses};
 use melior::{
     ir::{
         OperationRef, ValueLike,
@@ -127,17 +127,6 @@ fn owner(value: MlirValue) -> Option<MlirOperation> {
         return None;
     }
     Some(unsafe { mlir_sys::mlirOpResultGetOwner(value) })
-}
-
-/// The ops that use `value`.
-fn uses(value: MlirValue) -> Vec<MlirOperation> {
-    let mut users = vec![];
-    let mut used = unsafe { mlir_sys::mlirValueGetFirstUse(value) };
-    while !used.ptr.is_null() {
-        users.push(unsafe { mlir_sys::mlirOpOperandGetOwner(used) });
-        used = unsafe { mlir_sys::mlirOpOperandGetNextUse(used) };
-    }
-    users
 }
 
 /// The op of `block` that is or contains `operation`.
