@@ -401,6 +401,16 @@ fn kernel_text(element: &str) -> String {
             );
         }
     }
+    let mut pack_vectors = String::new();
+    for v in 0..VECTORS_PER_ROW {
+        pack_vectors += &format!(
+            "          %pj{v} = arith.addi %qn, %c{col} : index
+          %px{v} = vector.load %Brows[%kk, %pj{v}] : {{SC}}, {{V}}
+          %pd{v} = arith.addi %ko, %c{col} : index
+          vector.store %px{v}, %Bp[%pd{v}] : memref<?x{{T}}>, {{V}}\n",
+            col = v * lanes
+        );
+    }
     let mut constants: Vec<usize> = (0..MR.max(3))
         .chain((0..VECTORS_PER_ROW).map(|v| v * lanes))
         .collect();
@@ -420,6 +430,7 @@ fn kernel_text(element: &str) -> String {
         .replace("{NEXT}", &next.join(", "))
         .replace("{STORE_FULL}", &store_full)
         .replace("{STORE_SCRATCH}", &store_scratch)
+        .replace("{PACK_VECTORS}", &pack_vectors)
         .replace("{NAME}", &format!("{KERNEL_PREFIX}{element}"))
         .replace("{MR}", &MR.to_string())
         .replace("{NR}", &nr.to_string())
@@ -450,6 +461,9 @@ const KERNEL: &str = r#"func.func private @{NAME}(%A: {SA}, %B: {SA}, %C: {SC}, 
   %M = memref.dim %A, %c0 : {SA}
   %K = memref.dim %A, %c1 : {SA}
   %N = memref.dim %B, %c1 : {SA}
+  %Bbase, %Boffset, %Bsizes:2, %Bstrides:2 = memref.extract_strided_metadata %B : {SA} -> memref<{T}>, index, index, index, index, index
+  %bunit = arith.cmpi eq, %Bstrides#1, %c1 : index
+  %Brows = memref.reinterpret_cast %Bbase to offset: [%Boffset], sizes: [%K, %N], strides: [%Bstrides#0, 1] : memref<{T}> to {SC}
   %panels = arith.ceildivui %N, %cNR : index
   %bwidth = arith.muli %panels, %cNR : index
   %bsize = arith.muli %bwidth, %cKC : index
@@ -468,25 +482,37 @@ const KERNEL: &str = r#"func.func private @{NAME}(%A: {SA}, %B: {SA}, %C: {SC}, 
     %krest = arith.subi %K, %pc : index
     %kc = arith.minui %krest, %cKC : index
     // Pack B[pc : pc + kc, :] into panels of NR columns: panel q, element (k, c) at
-    // q * NR * kc + k * NR + c; columns past N are zero.
+    // q * NR * kc + k * NR + c; columns past N are zero. A whole panel of a B whose rows are
+    // contiguous is copied a vector at a time.
     scf.parallel (%q) = (%c0) to (%panels) step (%c1) {
       %qn = arith.muli %q, %cNR : index
       %qb = arith.muli %qn, %kc : index
-      scf.for %k = %c0 to %kc step %c1 {
-        %kk = arith.addi %pc, %k : index
-        %kn = arith.muli %k, %cNR : index
-        %ko = arith.addi %qb, %kn : index
-        scf.for %c = %c0 to %cNR step %c1 {
-          %j = arith.addi %qn, %c : index
-          %inside = arith.cmpi ult, %j, %N : index
-          %v = scf.if %inside -> {T} {
-            %x = memref.load %B[%kk, %j] : {SA}
-            scf.yield %x : {T}
-          } else {
-            scf.yield %zero : {T}
+      %qend = arith.addi %qn, %cNR : index
+      %wholepanel = arith.cmpi ule, %qend, %N : index
+      %vectors = arith.andi %wholepanel, %bunit : i1
+      scf.if %vectors {
+        scf.for %k = %c0 to %kc step %c1 {
+          %kk = arith.addi %pc, %k : index
+          %kn = arith.muli %k, %cNR : index
+          %ko = arith.addi %qb, %kn : index
+{PACK_VECTORS}        }
+      } else {
+        scf.for %k = %c0 to %kc step %c1 {
+          %kk = arith.addi %pc, %k : index
+          %kn = arith.muli %k, %cNR : index
+          %ko = arith.addi %qb, %kn : index
+          scf.for %c = %c0 to %cNR step %c1 {
+            %j = arith.addi %qn, %c : index
+            %inside = arith.cmpi ult, %j, %N : index
+            %v = scf.if %inside -> {T} {
+              %x = memref.load %B[%kk, %j] : {SA}
+              scf.yield %x : {T}
+            } else {
+              scf.yield %zero : {T}
+            }
+            %d = arith.addi %ko, %c : index
+            memref.store %v, %Bp[%d] : memref<?x{T}>
           }
-          %d = arith.addi %ko, %c : index
-          memref.store %v, %Bp[%d] : memref<?x{T}>
         }
       }
       scf.reduce
