@@ -9,3 +9,26 @@ pub mod matmul_kernel;
 pub mod parallel_loops_outside;
 pub mod parallel_outer_loop;
 pub mod result_buffers;
+
+/// The identity of one external pass: each pass has a `static` of its own.
+#[repr(align(8))]
+pub struct PassId;
+
+/// An external pass on `builtin.module` that calls `run`, named `name` (also its pipeline
+/// argument).
+pub fn module_pass(
+    id: &'static PassId,
+    name: &str,
+    description: &str,
+    run: fn(melior::ir::OperationRef<'_, '_>, melior::pass::ExternalPass<'_>),
+) -> melior::pass::Pass {
+    melior::pass::create_external(
+        run,
+        melior::ir::r#type::TypeId::create(id),
+        name,
+        name,
+        description,
+        "builtin.module",
+        &[],
+    )
+}

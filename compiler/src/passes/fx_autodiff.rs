@@ -33,25 +33,20 @@ use melior::{
         operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
         r#type::{DimSize, IntegerType, RankedTensorType, ShapedTypeLike},
     },
-    pass::{ExternalPass, Pass, create_external},
+    pass::{ExternalPass, Pass},
 };
 use mlir_sys::{MlirBlock, MlirOperation, MlirValue};
 use std::collections::HashMap;
 
-#[repr(align(8))]
-struct PassId;
-static PASS_ID: PassId = PassId;
+static PASS_ID: super::PassId = super::PassId;
 
 /// Creates the `fx-autodiff` pass.
 pub fn create() -> Pass {
-    create_external(
-        run,
-        melior::ir::r#type::TypeId::create(&PASS_ID),
-        "fx-autodiff",
+    super::module_pass(
+        &PASS_ID,
         "fx-autodiff",
         "Replace fx differentiation requests with derivative computations",
-        "builtin.module",
-        &[],
+        run,
     )
 }
 

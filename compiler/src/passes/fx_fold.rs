@@ -25,25 +25,20 @@ use melior::{
         operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
         r#type::{DimSize, RankedTensorType, ShapedTypeLike},
     },
-    pass::{ExternalPass, Pass, create_external},
+    pass::{ExternalPass, Pass},
 };
 use mlir_sys::{MlirBlock, MlirOperation, MlirValue};
 use std::collections::HashMap;
 
-#[repr(align(8))]
-struct PassId;
-static PASS_ID: PassId = PassId;
+static PASS_ID: super::PassId = super::PassId;
 
 /// Creates the `fx-fold` pass.
 pub fn create() -> Pass {
-    create_external(
-        run,
-        melior::ir::r#type::TypeId::create(&PASS_ID),
-        "fx-fold",
+    super::module_pass(
+        &PASS_ID,
         "fx-fold",
         "Fold constants, simplify algebra, remove repeated and dead fx ops",
-        "builtin.module",
-        &[],
+        run,
     )
 }
 

@@ -20,23 +20,18 @@ use melior::{
         operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
         r#type::{DimSize, IntegerType, RankedTensorType, ShapedTypeLike},
     },
-    pass::{ExternalPass, Pass, create_external},
+    pass::{ExternalPass, Pass},
 };
 
-#[repr(align(8))]
-struct PassId;
-static PASS_ID: PassId = PassId;
+static PASS_ID: super::PassId = super::PassId;
 
 /// Creates the `fx-to-linalg` pass.
 pub fn create() -> Pass {
-    create_external(
-        run,
-        melior::ir::r#type::TypeId::create(&PASS_ID),
-        "fx-to-linalg",
+    super::module_pass(
+        &PASS_ID,
         "fx-to-linalg",
         "Lower fx ops to linalg, tensor, arith and math on tensors",
-        "builtin.module",
-        &[],
+        run,
     )
 }
 

@@ -60,3 +60,18 @@ pub fn uses(value: MlirValue) -> Vec<MlirOperation> {
     }
     users
 }
+
+/// The ops named `name` in `root` (itself included), outer ops first.
+pub fn ops_named(root: MlirOperation, name: &str) -> Vec<MlirOperation> {
+    let mut found = vec![];
+    unsafe { OperationRef::from_raw(root) }.walk(
+        melior::ir::operation::WalkOrder::PreOrder,
+        |operation| {
+            if op_name(operation.to_raw()) == name {
+                found.push(operation.to_raw());
+            }
+            melior::ir::operation::WalkResult::Advance
+        },
+    );
+    found
+}

@@ -32,20 +32,18 @@ use melior::{
         attribute::FlatSymbolRefAttribute,
         operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
     },
-    pass::{ExternalPass, Pass, create_external},
+    pass::{ExternalPass, Pass},
 };
 use mlir_sys::{MlirOperation, MlirType, MlirValue};
 
-#[repr(align(8))]
-struct PassId;
-static PASS_ID: PassId = PassId;
+static PASS_ID: super::PassId = super::PassId;
 
 /// Products with fewer multiply-adds than this keep their loop nest (packing would cost
 /// more than it saves).
 pub const MIN_WORK: u64 = 1 << 15;
 
-/// The prefix of the kernels' names (`pipeline` looks for calls of them).
-pub const KERNEL_PREFIX: &str = "__ferrax_matmul_";
+/// The prefix of the kernels' names.
+const KERNEL_PREFIX: &str = "__ferrax_matmul_";
 
 /// Rows of `C` per register tile.
 const MR: usize = 12;
@@ -58,14 +56,11 @@ const MC_MAX: usize = 144;
 
 /// Creates the `matmul-kernel` pass.
 pub fn create() -> Pass {
-    create_external(
-        run,
-        melior::ir::r#type::TypeId::create(&PASS_ID),
-        "matmul-kernel",
+    super::module_pass(
+        &PASS_ID,
         "matmul-kernel",
         "Compute large float matrix products with a packed, register-tiled kernel",
-        "builtin.module",
-        &[],
+        run,
     )
 }
 

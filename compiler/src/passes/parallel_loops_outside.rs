@@ -16,42 +16,27 @@
 //! `scf.for`: one OpenMP parallel region per step of the reduction. Parallel first, it is one
 //! region around the whole op.
 
-use super::ir::{block_ops, op_name, region_block};
+use super::ir::{block_ops, op_name, ops_named, region_block};
 use melior::{
-    ir::{
-        OperationRef,
-        operation::{OperationLike, WalkOrder, WalkResult},
-    },
-    pass::{ExternalPass, Pass, create_external},
+    ir::{OperationRef, operation::OperationLike},
+    pass::{ExternalPass, Pass},
 };
 use mlir_sys::{MlirAttribute, MlirOperation};
 
-#[repr(align(8))]
-struct PassId;
-static PASS_ID: PassId = PassId;
+static PASS_ID: super::PassId = super::PassId;
 
 /// Creates the `parallel-loops-outside` pass.
 pub fn create() -> Pass {
-    create_external(
-        run,
-        melior::ir::r#type::TypeId::create(&PASS_ID),
-        "parallel-loops-outside",
+    super::module_pass(
+        &PASS_ID,
         "parallel-loops-outside",
         "Order linalg.generic loops parallel first, reductions last",
-        "builtin.module",
-        &[],
+        run,
     )
 }
 
 fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
-    let mut generics = vec![];
-    module.walk(WalkOrder::PreOrder, |operation| {
-        if op_name(operation.to_raw()) == "linalg.generic" {
-            generics.push(operation.to_raw());
-        }
-        WalkResult::Advance
-    });
-    for generic in generics {
+    for generic in ops_named(module.to_raw(), "linalg.generic") {
         reorder(generic);
     }
 }

@@ -16,42 +16,31 @@
 //! inner loops that vectorise. A small nest stays on one thread: a parallel region costs
 //! microseconds to start, and each is a function for LLVM to compile.
 
-use super::ir::{block_arguments, block_ops, op_name, operands, region_block, results};
+use super::ir::{block_arguments, block_ops, op_name, operands, ops_named, region_block, results};
 use melior::{
     ir::{
         Block, BlockLike, OperationRef, Region, RegionLike, Type, Value,
         attribute::DenseI32ArrayAttribute,
         operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
     },
-    pass::{ExternalPass, Pass, create_external},
+    pass::{ExternalPass, Pass},
 };
 use mlir_sys::{MlirOperation, MlirValue};
 
-#[repr(align(8))]
-struct PassId;
-static PASS_ID: PassId = PassId;
+static PASS_ID: super::PassId = super::PassId;
 
 /// Creates the `parallel-outer-loop` pass.
 pub fn create() -> Pass {
-    create_external(
-        run,
-        melior::ir::r#type::TypeId::create(&PASS_ID),
-        "parallel-outer-loop",
+    super::module_pass(
+        &PASS_ID,
         "parallel-outer-loop",
         "Keep one parallel loop per nest, the outer one, over one dimension",
-        "builtin.module",
-        &[],
+        run,
     )
 }
 
 fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
-    let mut loops = vec![];
-    module.walk(WalkOrder::PreOrder, |operation| {
-        if op_name(operation.to_raw()) == "scf.parallel" {
-            loops.push(operation.to_raw());
-        }
-        WalkResult::Advance
-    });
+    let loops = ops_named(module.to_raw(), "scf.parallel");
     // Outer loops first: an inner loop is rewritten after the body that holds it has moved.
     for parallel in loops {
         if !results(parallel).is_empty() {

@@ -15,42 +15,27 @@
 //! Upstream's `buffer-results-to-out-params{hoist-static-allocs}` does this for static
 //! shapes, but crashed on a function that returns a constant.
 
-use super::ir::{block_ops, op_name, uses};
+use super::ir::{block_ops, op_name, ops_named, uses};
 use melior::{
-    ir::{
-        OperationRef, ValueLike,
-        operation::{OperationLike, WalkOrder, WalkResult},
-    },
-    pass::{ExternalPass, Pass, create_external},
+    ir::{OperationRef, ValueLike, operation::OperationLike},
+    pass::{ExternalPass, Pass},
 };
 use mlir_sys::{MlirOperation, MlirValue};
 
-#[repr(align(8))]
-struct PassId;
-static PASS_ID: PassId = PassId;
+static PASS_ID: super::PassId = super::PassId;
 
 /// Creates the `result-buffers` pass.
 pub fn create() -> Pass {
-    create_external(
-        run,
-        melior::ir::r#type::TypeId::create(&PASS_ID),
-        "result-buffers",
+    super::module_pass(
+        &PASS_ID,
         "result-buffers",
         "Compute results directly in the out-parameters",
-        "builtin.module",
-        &[],
+        run,
     )
 }
 
 fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
-    let mut functions = vec![];
-    module.walk(WalkOrder::PreOrder, |operation| {
-        if operation.name().as_string_ref().as_str() == Ok("func.func") {
-            functions.push(operation.to_raw());
-        }
-        WalkResult::Advance
-    });
-    for function in functions {
+    for function in ops_named(module.to_raw(), "func.func") {
         let entry = unsafe {
             mlir_sys::mlirRegionGetFirstBlock(mlir_sys::mlirOperationGetRegion(function, 0))
         };
