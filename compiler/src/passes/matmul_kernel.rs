@@ -456,35 +456,42 @@ const KERNEL: &str = r#"func.func private @{NAME}(%A: {SA}, %B: {SA}, %C: {SC}, 
   %M = memref.dim %A, %c0 : {SA}
   %K = memref.dim %A, %c1 : {SA}
   %N = memref.dim %B, %c1 : {SA}
+  %Abase, %Aoffset, %Asizes:2, %Astrides:2 = memref.extract_strided_metadata %A : {SA} -> memref<{T}>, index, index, index, index, index
   %Bbase, %Boffset, %Bsizes:2, %Bstrides:2 = memref.extract_strided_metadata %B : {SA} -> memref<{T}>, index, index, index, index, index
-  %bunit = arith.cmpi eq, %Bstrides#1, %c1 : index
+  // Which copies read memory in order: A's rows contiguous (A stored as is), B's columns
+  // contiguous (B stored transposed), B's rows contiguous (B stored as is).
+  %arows = arith.cmpi eq, %Astrides#1, %c1 : index
+  %bcolumns = arith.cmpi eq, %Bstrides#0, %c1 : index
+  %brows = arith.cmpi eq, %Bstrides#1, %c1 : index
   %Brows = memref.reinterpret_cast %Bbase to offset: [%Boffset], sizes: [%K, %N], strides: [%Bstrides#0, 1] : memref<{T}> to {SC}
   %panels = arith.ceildivui %N, %cNR : index
   %bwidth = arith.muli %panels, %cNR : index
   %bsize = arith.muli %bwidth, %cKC : index
   %Bp = memref.alloc(%bsize) {alignment = 64 : i64} : memref<?x{T}>
-  // Row blocks: an even number (for two or more threads), of whole tiles.
+  // Blocks of at most MC_MAX rows, whole tiles each; with an odd number of them the column
+  // panels are split in two groups as well, so that two threads get equal shares.
   %blocks0 = arith.ceildivui %M, %cMC : index
-  %blocks1 = arith.addi %blocks0, %c1 : index
-  %blocks2 = arith.divui %blocks1, %c2 : index
-  %blocks3 = arith.muli %blocks2, %c2 : index
-  %blocks4 = arith.maxui %blocks3, %c2 : index
-  %mc0 = arith.ceildivui %M, %blocks4 : index
+  %mc0 = arith.ceildivui %M, %blocks0 : index
   %mc1 = arith.ceildivui %mc0, %cMR : index
   %MC = arith.muli %mc1, %cMR : index
   %blocks = arith.ceildivui %M, %MC : index
+  %parity = arith.remui %blocks, %c2 : index
+  %odd = arith.cmpi eq, %parity, %c1 : index
+  %groups = arith.select %odd, %c2, %c1 : index
+  %items = arith.muli %blocks, %groups : index
+  %gpanels = arith.ceildivui %panels, %groups : index
   scf.for %pc = %c0 to %K step %cKC {
     %krest = arith.subi %K, %pc : index
     %kc = arith.minui %krest, %cKC : index
     // Pack B[pc : pc + kc, :] into panels of NR columns: panel q, element (k, c) at
-    // q * NR * kc + k * NR + c; columns past N are zero. A whole panel of a B whose rows are
-    // contiguous is copied a vector at a time.
+    // q * NR * kc + k * NR + c; columns past N are zero.
     scf.parallel (%q) = (%c0) to (%panels) step (%c1) {
       %qn = arith.muli %q, %cNR : index
       %qb = arith.muli %qn, %kc : index
       %qend = arith.addi %qn, %cNR : index
       %wholepanel = arith.cmpi ule, %qend, %N : index
-      %vectors = arith.andi %wholepanel, %bunit : i1
+      %vectors = arith.andi %wholepanel, %brows : i1
+      %bytransposed = arith.andi %wholepanel, %bcolumns : i1
       scf.if %vectors {
         scf.for %k = %c0 to %kc step %c1 {
           %kk = arith.addi %pc, %k : index
@@ -492,21 +499,35 @@ const KERNEL: &str = r#"func.func private @{NAME}(%A: {SA}, %B: {SA}, %C: {SC}, 
           %ko = arith.addi %qb, %kn : index
 {PACK_VECTORS}        }
       } else {
-        scf.for %k = %c0 to %kc step %c1 {
-          %kk = arith.addi %pc, %k : index
-          %kn = arith.muli %k, %cNR : index
-          %ko = arith.addi %qb, %kn : index
+        scf.if %bytransposed {
           scf.for %c = %c0 to %cNR step %c1 {
             %j = arith.addi %qn, %c : index
-            %inside = arith.cmpi ult, %j, %N : index
-            %v = scf.if %inside -> {T} {
+            %qc = arith.addi %qb, %c : index
+            scf.for %k = %c0 to %kc step %c1 {
+              %kk = arith.addi %pc, %k : index
               %x = memref.load %B[%kk, %j] : {SA}
-              scf.yield %x : {T}
-            } else {
-              scf.yield %zero : {T}
+              %kn = arith.muli %k, %cNR : index
+              %d = arith.addi %qc, %kn : index
+              memref.store %x, %Bp[%d] : memref<?x{T}>
             }
-            %d = arith.addi %ko, %c : index
-            memref.store %v, %Bp[%d] : memref<?x{T}>
+          }
+        } else {
+          scf.for %k = %c0 to %kc step %c1 {
+            %kk = arith.addi %pc, %k : index
+            %kn = arith.muli %k, %cNR : index
+            %ko = arith.addi %qb, %kn : index
+            scf.for %c = %c0 to %cNR step %c1 {
+              %j = arith.addi %qn, %c : index
+              %inside = arith.cmpi ult, %j, %N : index
+              %v = scf.if %inside -> {T} {
+                %x = memref.load %B[%kk, %j] : {SA}
+                scf.yield %x : {T}
+              } else {
+                scf.yield %zero : {T}
+              }
+              %d = arith.addi %ko, %c : index
+              memref.store %v, %Bp[%d] : memref<?x{T}>
+            }
           }
         }
       }
@@ -515,7 +536,12 @@ const KERNEL: &str = r#"func.func private @{NAME}(%A: {SA}, %B: {SA}, %C: {SC}, 
     %first = arith.cmpi eq, %pc, %c0 : index
     %add = arith.xori %accumulate, %true : i1
     %overwrite = arith.andi %first, %add : i1
-    scf.parallel (%block) = (%c0) to (%blocks) step (%c1) {
+    scf.parallel (%item) = (%c0) to (%items) step (%c1) {
+      %block = arith.divui %item, %groups : index
+      %group = arith.remui %item, %groups : index
+      %qlow = arith.muli %group, %gpanels : index
+      %qhigh0 = arith.addi %qlow, %gpanels : index
+      %qhigh = arith.minui %qhigh0, %panels : index
       %i0 = arith.muli %block, %MC : index
       %mrest = arith.subi %M, %i0 : index
       %mc = arith.minui %mrest, %MC : index
@@ -530,25 +556,42 @@ const KERNEL: &str = r#"func.func private @{NAME}(%A: {SA}, %B: {SA}, %C: {SC}, 
         %pm = arith.muli %p, %cMR : index
         %pb = arith.muli %pm, %kc : index
         %ip = arith.addi %i0, %pm : index
-        scf.for %k = %c0 to %kc step %c1 {
-          %kk = arith.addi %pc, %k : index
-          %km = arith.muli %k, %cMR : index
-          %ko = arith.addi %pb, %km : index
+        %pend = arith.addi %ip, %cMR : index
+        %wholerows = arith.cmpi ule, %pend, %M : index
+        %byrows = arith.andi %wholerows, %arows : i1
+        scf.if %byrows {
           scf.for %r = %c0 to %cMR step %c1 {
             %i = arith.addi %ip, %r : index
-            %inside = arith.cmpi ult, %i, %M : index
-            %v = scf.if %inside -> {T} {
+            %pr = arith.addi %pb, %r : index
+            scf.for %k = %c0 to %kc step %c1 {
+              %kk = arith.addi %pc, %k : index
               %x = memref.load %A[%i, %kk] : {SA}
-              scf.yield %x : {T}
-            } else {
-              scf.yield %zero : {T}
+              %km = arith.muli %k, %cMR : index
+              %d = arith.addi %pr, %km : index
+              memref.store %x, %Ap[%d] : memref<?x{T}>
             }
-            %d = arith.addi %ko, %r : index
-            memref.store %v, %Ap[%d] : memref<?x{T}>
+          }
+        } else {
+          scf.for %k = %c0 to %kc step %c1 {
+            %kk = arith.addi %pc, %k : index
+            %km = arith.muli %k, %cMR : index
+            %ko = arith.addi %pb, %km : index
+            scf.for %r = %c0 to %cMR step %c1 {
+              %i = arith.addi %ip, %r : index
+              %inside = arith.cmpi ult, %i, %M : index
+              %v = scf.if %inside -> {T} {
+                %x = memref.load %A[%i, %kk] : {SA}
+                scf.yield %x : {T}
+              } else {
+                scf.yield %zero : {T}
+              }
+              %d = arith.addi %ko, %r : index
+              memref.store %v, %Ap[%d] : memref<?x{T}>
+            }
           }
         }
       }
-      scf.for %q = %c0 to %panels step %c1 {
+      scf.for %q = %qlow to %qhigh step %c1 {
         %j0 = arith.muli %q, %cNR : index
         %qb = arith.muli %j0, %kc : index
         %nrest = arith.subi %N, %j0 : index
@@ -607,8 +650,7 @@ mod tests {
     fn kernels_parse_and_verify() {
         let context = ferrax_dialects::create_context();
         for element in ["f32", "f64"] {
-            let text = kernel_text(element);
-            let module = Module::parse(&context, &text).expect("the kernel parses");
+            let module = Module::parse(&context, &kernel_text(element)).expect("the kernel parses");
             assert!(module.as_operation().verify());
         }
     }
