@@ -88,6 +88,10 @@ const CASES: &[(&str, &str)] = &[
         "jax.lax.scan(lambda c, xi: (c * xi + jnp.cos(c), c * xi), x, jnp.stack([x, x * x]))[1].sum(axis=0)",
     ),
     (
+        "matmul_kernel",
+        "(jnp.sin(jnp.outer(jnp.arange(64.0), x)) @ jnp.cos(jnp.outer(x, jnp.arange(200.0) * 0.01))).sum() * 1e-3 * x",
+    ),
+    (
         "cond",
         "jax.lax.cond(jnp.sum(x) > 1.0, lambda: x * jnp.exp(x), lambda: x)",
     ),
