@@ -217,6 +217,9 @@ fn run_stage(
     };
     for step in steps {
         let manager = PassManager::new(context);
+        // The module is verified after each stage (`run_between`); verifying after every
+        // pass as well took half the MLIR time of the MLP step (the kernel is large).
+        manager.enable_verifier(false);
         match step {
             Step::Pass(create) => manager.add_pass(create()),
             Step::Pipeline(pipeline) => {
