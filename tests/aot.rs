@@ -360,6 +360,12 @@ const CONFORMANCE_ENTRIES: &[(&str, &str, &str, &str)] = &[
         "w: f32[3, 3], xs: f32[4, 3]",
     ),
     ("loops", "branchy", "branchy", "x: f32[], y: f32[]"),
+    (
+        "matmul_kernel",
+        "dlayer",
+        "jax.grad(lambda x, w: jnp.sum(jnp.tanh(x @ w)), argnums=(0, 1))",
+        "x: f32[37, 53], w: f32[53, 41]",
+    ),
 ];
 
 /// An array as a Python expression with every digit of each element.

@@ -47,6 +47,19 @@ impl Engine {
                 memref_copy as *mut std::ffi::c_void,
             );
         }
+        if calls_kernels(module) {
+            for (name, address) in crate::kernels::symbols()? {
+                // Safety: the kernels have the signature `matmul-kernel` declares, and live
+                // as long as the process.
+                unsafe {
+                    mlir_sys::mlirExecutionEngineRegisterSymbol(
+                        engine.0,
+                        StringRef::new(name).to_raw(),
+                        *address as *mut std::ffi::c_void,
+                    );
+                }
+            }
+        }
         Ok(engine)
     }
 }
@@ -191,7 +204,7 @@ pub fn run_jit(
 
 /// Loads the OpenMP runtime into the process once, with its symbols global, where the JIT's
 /// linker finds them.
-fn load_openmp() -> Result<(), String> {
+pub(crate) fn load_openmp() -> Result<(), String> {
     static RUNTIME: std::sync::OnceLock<Result<libloading::os::unix::Library, String>> =
         std::sync::OnceLock::new();
     RUNTIME
@@ -208,6 +221,27 @@ fn load_openmp() -> Result<(), String> {
         .as_ref()
         .map(|_| ())
         .map_err(Clone::clone)
+}
+
+/// Whether the module (at `llvm-mlir`) declares a matmul kernel (`crate::kernels`).
+pub fn calls_kernels(module: &Module) -> bool {
+    let mut calls = false;
+    module
+        .as_operation()
+        .walk(WalkOrder::PreOrder, |operation| {
+            let is_function = operation.name().as_string_ref().as_str() == Ok("llvm.func");
+            if is_function
+                && operation.attribute("sym_name").is_ok_and(|name| {
+                    name.to_string()
+                        .trim_matches('"')
+                        .starts_with(crate::kernel_text::KERNEL_PREFIX)
+                })
+            {
+                calls = true;
+            }
+            WalkResult::Advance
+        });
+    calls
 }
 
 /// Whether the module (at `llvm-mlir`) has OpenMP ops, which LLVM translates into calls of

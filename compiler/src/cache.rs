@@ -47,15 +47,16 @@ impl Cache {
     /// The key of `parts` for this compiler: 128 bits of two FNV-1a hashes, in hex.
     pub fn key(&self, parts: &[&str]) -> String {
         let identity = compiler_identity();
-        let mut hashes = [0xcbf2_9ce4_8422_2325_u64, 0x6c62_272e_07bb_0142_u64];
-        for part in std::iter::once(identity.as_str()).chain(parts.iter().copied()) {
-            for byte in part.bytes().chain(std::iter::once(0)) {
-                for hash in &mut hashes {
-                    *hash = (*hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-                }
-            }
-        }
-        format!("{:016x}{:016x}", hashes[0], hashes[1])
+        let bytes = || {
+            std::iter::once(identity.as_str())
+                .chain(parts.iter().copied())
+                .flat_map(|part| part.bytes().chain(std::iter::once(0)))
+        };
+        format!(
+            "{:016x}{:016x}",
+            fnv1a(0xcbf2_9ce4_8422_2325, bytes()),
+            fnv1a(0x6c62_272e_07bb_0142, bytes())
+        )
     }
 
     /// The function `function` stored under `key`, if there is one (counted as a hit).
@@ -69,8 +70,24 @@ impl Cache {
         let library_path = self.dir.join(format!("{key}.so"));
         let output = std::fs::read_to_string(self.dir.join(format!("{key}.json"))).ok()?;
         let output = output_from_json(&serde_json::from_str(&output).ok()?)?;
-        // Safety: a library this cache wrote; it has no initialisers.
-        let library = unsafe { libloading::Library::new(&library_path) }.ok()?;
+        // Safety: a library this cache wrote; it has no initialisers. Every symbol is bound
+        // now, so a missing one is an error here, not a crash at the call.
+        let open = || unsafe {
+            libloading::os::unix::Library::open(
+                Some(&library_path),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        };
+        // A library that calls the matmul kernels loads once they are global symbols. Where
+        // they cannot be (a CPU without AVX-512), it does not: a miss.
+        let library: libloading::Library = open()
+            .or_else(|_| {
+                crate::kernels::load_prebuilt()
+                    .map_err(|_| ())
+                    .and_then(|_| open().map_err(|_| ()))
+            })
+            .ok()?
+            .into();
         // Safety: the symbol has the type `aot::emit_native` gives it.
         let packed: Packed = unsafe {
             *library
@@ -132,6 +149,13 @@ impl Cache {
         self.open(key, function)
             .ok_or_else(|| String::from("the stored library does not load"))
     }
+}
+
+/// The FNV-1a hash of `bytes`, from `seed`.
+pub(crate) fn fnv1a(seed: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(seed, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The compiler's version and the size and time of its executable: a rebuilt compiler has

@@ -9,6 +9,8 @@
 //! - `backend`: LLVM translation and the JIT.
 //! - `aot`: native code through LLVM, and the C side of compiled libraries.
 //! - `cache`: compiled functions kept on disk between runs.
+//! - `kernel_text`: the matmul kernel as MLIR; `kernels`: the kernel built with the compiler,
+//!   which JIT-compiled code calls.
 //! - `eager`: an op-by-op interpreter of fx (`ferrax bench --eager`).
 //! - `diagnostic`: user errors with spans.
 
@@ -17,6 +19,8 @@ pub mod backend;
 pub mod cache;
 pub mod diagnostic;
 pub mod eager;
+pub mod kernel_text;
+pub mod kernels;
 pub mod passes;
 pub mod pipeline;
 pub mod session;

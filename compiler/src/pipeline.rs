@@ -22,6 +22,9 @@ pub struct Stage {
 pub enum Step {
     Pass(fn() -> melior::pass::Pass),
     Pipeline(&'static str),
+    /// `matmul-kernel`, with the kernel in the module or declared, threaded or not, as the
+    /// run's options and the module's size say.
+    MatmulKernel,
 }
 
 /// Loops over at least this many elements run on all cores (OpenMP); smaller modules stay
@@ -69,7 +72,7 @@ pub const STAGES: &[Stage] = &[
         name: "llvm-mlir",
         steps: &[
             Step::Pass(passes::result_buffers::create),
-            Step::Pass(passes::matmul_kernel::create),
+            Step::MatmulKernel,
             Step::Pipeline(
                 "builtin.module(convert-linalg-to-loops,expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-libm,\
                  convert-math-to-llvm,finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,reconcile-unrealized-casts)",
@@ -77,7 +80,7 @@ pub const STAGES: &[Stage] = &[
         ],
         threaded_steps: &[
             Step::Pass(passes::result_buffers::create),
-            Step::Pass(passes::matmul_kernel::create),
+            Step::MatmulKernel,
             Step::Pass(passes::parallel_loops_outside::create),
             Step::Pipeline("builtin.module(convert-linalg-to-parallel-loops)"),
             Step::Pass(passes::parallel_outer_loop::create),
@@ -127,6 +130,9 @@ pub struct RunOptions {
     pub print_ir_after_all: bool,
     /// Keep every loop on one thread (libraries: their callers choose the threads).
     pub sequential: bool,
+    /// Compile the matmul kernel into the module (libraries, for their target CPU) instead of
+    /// calling the one built with the compiler (`crate::kernels`, which the JIT provides).
+    pub kernel_in_module: bool,
 }
 
 /// Runs the stages after `traced` up to and including `last`, verifying after each.
@@ -222,6 +228,14 @@ fn run_stage(
         manager.enable_verifier(false);
         match step {
             Step::Pass(create) => manager.add_pass(create()),
+            Step::MatmulKernel => {
+                use passes::matmul_kernel::{Kernel, create};
+                manager.add_pass(create(match (options.kernel_in_module, threaded) {
+                    (true, _) => Kernel::InModule,
+                    (false, false) => Kernel::Prebuilt,
+                    (false, true) => Kernel::PrebuiltThreaded,
+                }))
+            }
             Step::Pipeline(pipeline) => {
                 parse_pass_pipeline(manager.as_operation_pass_manager(), pipeline)
                     .map_err(|e| e.to_string())?

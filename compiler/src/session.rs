@@ -449,6 +449,7 @@ impl Session {
             // A library's caller chooses its threads: its loops stay on one.
             let options = RunOptions {
                 sequential: true,
+                kernel_in_module: true,
                 ..self.options
             };
             pipeline::run_between(context, &mut traced.module, "fx", "llvm-mlir", options)?;

@@ -151,7 +151,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     let options = ferrax_compiler::pipeline::RunOptions {
         print_ir_after_all: cli.print_ir_after_all,
-        sequential: false,
+        ..Default::default()
     };
     // Printing the IR needs the passes to run: no cache then.
     let cache = if cli.no_cache || cli.print_ir_after_all {
