@@ -291,8 +291,9 @@ fn rewrite(context: &Context, matmul: &Matmul, kernel: &str) {
 
 /// The ops that only set `out` to zero before `matmul`, if its previous op does: a zero
 /// `linalg.fill` of `out`, or a `memref.copy` into `out` of a buffer that only a zero
-/// `linalg.fill` writes (bufferisation makes one zero buffer for products that share it),
-/// with that buffer's allocation, fill and deallocation once nothing else reads it.
+/// `linalg.fill` writes (bufferisation makes one zero buffer for every product and `select`
+/// that uses zeros), with that buffer's allocation, fill and deallocation once nothing else
+/// reads it.
 fn zero_initialisation(matmul: MlirOperation, out: MlirValue) -> Option<Vec<MlirOperation>> {
     let ops = block_ops(unsafe { mlir_sys::mlirOperationGetBlock(matmul) });
     let position = ops.iter().position(|op| op.ptr == matmul.ptr)?;
@@ -316,21 +317,25 @@ fn zero_initialisation(matmul: MlirOperation, out: MlirValue) -> Option<Vec<Mlir
         .copied()
         .filter(|user| op_name(*user) == "linalg.fill")
         .collect();
+    // Whether `user` only reads the buffer: a copy from it, or a linalg op with it among
+    // its inputs only (its output is its last operand).
+    let reads = |user: MlirOperation| match op_name(user).as_str() {
+        "memref.copy" => operands(user).first().is_some_and(|v| v.ptr == source.ptr),
+        "linalg.generic" | "linalg.matmul" => {
+            operands(user).last().is_some_and(|v| v.ptr != source.ptr)
+        }
+        _ => false,
+    };
     let only_zero_fill = op_name(alloc) == "memref.alloc"
         && matches!(fills[..], [fill] if operands(fill).first().is_some_and(|v| is_zero(*v)))
-        && users.iter().all(|user| match op_name(*user).as_str() {
-            "linalg.fill" | "memref.dealloc" => true,
-            "memref.copy" => operands(*user).first().is_some_and(|v| v.ptr == source.ptr),
-            _ => false,
+        && users.iter().all(|user| {
+            matches!(op_name(*user).as_str(), "linalg.fill" | "memref.dealloc") || reads(*user)
         });
     if !only_zero_fill {
         return None;
     }
-    let copies = users
-        .iter()
-        .filter(|user| op_name(**user) == "memref.copy")
-        .count();
-    if copies > 1 {
+    let readers = users.iter().filter(|user| reads(**user)).count();
+    if readers > 1 {
         return Some(vec![previous]);
     }
     let mut erased = vec![previous];
