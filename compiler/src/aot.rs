@@ -183,6 +183,7 @@ pub fn emit_native(
     cpu: Option<&str>,
     kind: NativeKind,
 ) -> Result<Native, String> {
+    crate::backend::configure_llvm();
     Target::initialize_x86(&InitializationConfig::default());
     let context = Context::create();
     let mut linked: Option<LlvmModule> = None;

@@ -9,6 +9,7 @@ pub mod matmul_kernel;
 pub mod parallel_loops_outside;
 pub mod parallel_outer_loop;
 pub mod result_buffers;
+pub mod scalar_small_loops;
 
 /// The identity of one external pass: each pass has a `static` of its own.
 #[repr(align(8))]

@@ -73,8 +73,10 @@ pub const STAGES: &[Stage] = &[
         steps: &[
             Step::Pass(passes::result_buffers::create),
             Step::MatmulKernel,
+            Step::Pipeline("builtin.module(convert-linalg-to-loops)"),
+            Step::Pass(passes::scalar_small_loops::create),
             Step::Pipeline(
-                "builtin.module(convert-linalg-to-loops,expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-libm,\
+                "builtin.module(expand-strided-metadata,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-libm,\
                  convert-math-to-llvm,finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,reconcile-unrealized-casts)",
             ),
         ],
@@ -84,6 +86,7 @@ pub const STAGES: &[Stage] = &[
             Step::Pass(passes::parallel_loops_outside::create),
             Step::Pipeline("builtin.module(convert-linalg-to-parallel-loops)"),
             Step::Pass(passes::parallel_outer_loop::create),
+            Step::Pass(passes::scalar_small_loops::create),
             Step::Pipeline(
                 "builtin.module(convert-scf-to-openmp,canonicalize,expand-strided-metadata,\
                  lower-affine,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-libm,convert-math-to-llvm,convert-openmp-to-llvm,\

@@ -75,3 +75,60 @@ pub fn ops_named(root: MlirOperation, name: &str) -> Vec<MlirOperation> {
     );
     found
 }
+
+/// The iterations of the loop nest `root` (an `scf.for` or `scf.parallel`) when its bounds
+/// are all constants: the product of the trip counts of `root` and of every `scf.for` inside
+/// it.
+pub fn nest_iterations(root: MlirOperation) -> Option<u64> {
+    let mut total = trip_count(root)?;
+    let mut known = true;
+    unsafe { OperationRef::from_raw(root) }.walk(
+        melior::ir::operation::WalkOrder::PreOrder,
+        |operation| {
+            if operation.to_raw().ptr != root.ptr && op_name(operation.to_raw()) == "scf.for" {
+                match trip_count(operation.to_raw()) {
+                    Some(count) => total = total.saturating_mul(count),
+                    None => known = false,
+                }
+            }
+            melior::ir::operation::WalkResult::Advance
+        },
+    );
+    known.then_some(total)
+}
+
+/// The trip count of an `scf.for` or `scf.parallel` whose bounds and steps are constants.
+pub fn trip_count(operation: MlirOperation) -> Option<u64> {
+    let bounds = operands(operation);
+    let dimensions = if op_name(operation) == "scf.for" {
+        1
+    } else {
+        bounds.len() / 3
+    };
+    let constant = |value: MlirValue| -> Option<i64> {
+        if !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
+            return None;
+        }
+        let owner = unsafe { mlir_sys::mlirOpResultGetOwner(value) };
+        if op_name(owner) != "arith.constant" {
+            return None;
+        }
+        let attribute = unsafe { OperationRef::from_raw(owner) }
+            .attribute("value")
+            .ok()?;
+        melior::ir::attribute::IntegerAttribute::try_from(attribute)
+            .ok()
+            .map(|a| a.value())
+    };
+    (0..dimensions).try_fold(1u64, |total, d| {
+        let lower = constant(bounds[d])?;
+        let upper = constant(bounds[dimensions + d])?;
+        let step = constant(bounds[2 * dimensions + d])?;
+        let count = if upper > lower && step > 0 {
+            (upper - lower + step - 1) / step
+        } else {
+            0
+        };
+        Some(total.saturating_mul(count as u64))
+    })
+}

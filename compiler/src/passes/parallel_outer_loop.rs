@@ -16,12 +16,15 @@
 //! inner loops that vectorise. A small nest stays on one thread: a parallel region costs
 //! microseconds to start, and each is a function for LLVM to compile.
 
-use super::ir::{block_arguments, block_ops, op_name, operands, ops_named, region_block, results};
+use super::ir::{
+    block_arguments, block_ops, nest_iterations, op_name, operands, ops_named, region_block,
+    results,
+};
 use melior::{
     ir::{
         Block, BlockLike, OperationRef, Region, RegionLike, Type, Value,
         attribute::DenseI32ArrayAttribute,
-        operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
+        operation::{OperationBuilder, OperationLike},
     },
     pass::{ExternalPass, Pass},
 };
@@ -47,65 +50,12 @@ fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
             continue;
         }
         let serial = inside_parallel_loop(parallel)
-            || iterations(parallel).is_some_and(|n| n < crate::pipeline::THREAD_THRESHOLD);
+            || nest_iterations(parallel).is_some_and(|n| n < crate::pipeline::THREAD_THRESHOLD);
         let dimensions = operands(parallel).len() / 3;
         if serial || dimensions > 1 {
             rewrite(parallel, if serial { 0 } else { 1 });
         }
     }
-}
-
-/// The iterations of a loop nest whose bounds are all constants: the product of the trip
-/// counts of `parallel` and of every `scf.for` inside it.
-fn iterations(parallel: MlirOperation) -> Option<u64> {
-    let mut total = trip_count(parallel)?;
-    let mut known = true;
-    unsafe { OperationRef::from_raw(parallel) }.walk(WalkOrder::PreOrder, |operation| {
-        if op_name(operation.to_raw()) == "scf.for" {
-            match trip_count(operation.to_raw()) {
-                Some(count) => total = total.saturating_mul(count),
-                None => known = false,
-            }
-        }
-        WalkResult::Advance
-    });
-    known.then_some(total)
-}
-
-/// The trip count of an `scf.for` or `scf.parallel` whose bounds and steps are constants.
-fn trip_count(operation: MlirOperation) -> Option<u64> {
-    let bounds = operands(operation);
-    let dimensions = if op_name(operation) == "scf.for" {
-        1
-    } else {
-        bounds.len() / 3
-    };
-    let constant = |value: MlirValue| -> Option<i64> {
-        if !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
-            return None;
-        }
-        let owner = unsafe { mlir_sys::mlirOpResultGetOwner(value) };
-        if op_name(owner) != "arith.constant" {
-            return None;
-        }
-        let attribute = unsafe { OperationRef::from_raw(owner) }
-            .attribute("value")
-            .ok()?;
-        melior::ir::attribute::IntegerAttribute::try_from(attribute)
-            .ok()
-            .map(|a| a.value())
-    };
-    (0..dimensions).try_fold(1u64, |total, d| {
-        let lower = constant(bounds[d])?;
-        let upper = constant(bounds[dimensions + d])?;
-        let step = constant(bounds[2 * dimensions + d])?;
-        let count = if upper > lower && step > 0 {
-            (upper - lower + step - 1) / step
-        } else {
-            0
-        };
-        Some(total.saturating_mul(count as u64))
-    })
 }
 
 /// Whether an enclosing op is an `scf.parallel`.
