@@ -12,6 +12,7 @@
 //!            `neg(neg(x))`, `select` on a constant predicate, `integer_pow(x, 1)`,
 //!            `integer_pow(x, 2)` → `x * x`, `pow(x, 1.0)`;
 //!          - `transpose(a @ b)` of matrices → `b @ a`, when the product has no other use;
+//!          - a product of a transpose → a product of its input, dimensions renumbered;
 //!          - an op equal to an earlier one of the same block (name, operands, attributes
 //!            and types) is replaced by it;
 //!          - an fx op whose results are unused is erased.
@@ -217,6 +218,7 @@ impl Folder<'_, '_, '_> {
             },
             "fx.pow" if is(1, 1.0) && same_type(0) => return Some(args[0]),
             "fx.transpose" => return self.transposed_product(args[0], ty),
+            "fx.dot_general" => return self.product_of_transposes(&args, ty),
             _ => {}
         }
         // Constants.
@@ -296,6 +298,77 @@ impl Folder<'_, '_, '_> {
         ];
         self.build("fx.dot_general", &[rhs, lhs], ty, &attributes)
             .ok()
+    }
+
+    /// A product whose operand is a transpose, as a product of the transpose's input with
+    /// the dimension numbers mapped through the permutation (`x @ w.T` reads `w` as it is
+    /// stored), when the operand's free dimensions keep their order (they order the
+    /// result's).
+    fn product_of_transposes(&self, args: &[MlirValue], ty: Type) -> Option<MlirValue> {
+        let op = unsafe { OperationRef::from_raw(self.operation) };
+        let array = |name: &str| -> Option<Vec<i64>> {
+            let attribute = op.attribute(name).ok()?;
+            let array = melior::ir::attribute::DenseI64ArrayAttribute::try_from(attribute).ok()?;
+            Some(
+                (0..array.len())
+                    .filter_map(|i| array.element(i).ok())
+                    .collect(),
+            )
+        };
+        let mut inputs = args.to_vec();
+        let mut attributes = vec![];
+        let mut changed = false;
+        for (side, operand) in ["lhs", "rhs"].iter().zip(inputs.iter_mut()) {
+            let batching = array(&format!("{side}_batching_dimensions"))?;
+            let contracting = array(&format!("{side}_contracting_dimensions"))?;
+            let transpose = defining_op(*operand).filter(|t| op_name(*t) == "fx.transpose");
+            let permutation = transpose.and_then(|t| {
+                let attribute = unsafe { OperationRef::from_raw(t) }
+                    .attribute("permutation")
+                    .ok()?;
+                let array =
+                    melior::ir::attribute::DenseI64ArrayAttribute::try_from(attribute).ok()?;
+                Some(
+                    (0..array.len())
+                        .filter_map(|i| array.element(i).ok())
+                        .collect::<Vec<i64>>(),
+                )
+            });
+            let mapped = |dims: &[i64], permutation: &[i64]| -> Vec<i64> {
+                dims.iter().map(|d| permutation[*d as usize]).collect()
+            };
+            let (batching, contracting) = match (transpose, permutation) {
+                (Some(transpose), Some(permutation)) => {
+                    let free: Vec<i64> = (0..permutation.len() as i64)
+                        .filter(|d| !batching.contains(d) && !contracting.contains(d))
+                        .map(|d| permutation[d as usize])
+                        .collect();
+                    if free.windows(2).all(|w| w[0] < w[1]) {
+                        *operand = operands(transpose)[0];
+                        changed = true;
+                        (
+                            mapped(&batching, &permutation),
+                            mapped(&contracting, &permutation),
+                        )
+                    } else {
+                        (batching, contracting)
+                    }
+                }
+                _ => (batching, contracting),
+            };
+            for (name, dims) in [("batching", batching), ("contracting", contracting)] {
+                let attribute =
+                    melior::ir::attribute::DenseI64ArrayAttribute::new(self.context, &dims);
+                attributes.push((
+                    Identifier::new(self.context, &format!("{side}_{name}_dimensions")),
+                    attribute.into(),
+                ));
+            }
+        }
+        if !changed {
+            return None;
+        }
+        self.build("fx.dot_general", &inputs, ty, &attributes).ok()
     }
 
     fn int_attribute(&self, name: &str) -> Option<i64> {

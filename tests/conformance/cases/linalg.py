@@ -17,6 +17,9 @@ T = jnp.arange(24.0).reshape(2, 3, 4)
 # eval: jnp.einsum("ij,jk->ki", A, B)
 # eval: jnp.einsum("bij,j->bi", T[:, :, :3], v)
 # eval: jnp.einsum("ij->j", A)
+# eval: jnp.matmul(T, jnp.swapaxes(T, 1, 2))
+# eval: jnp.tensordot(jnp.transpose(T, (2, 1, 0)), jnp.array([1.0, -2.0]), axes=([2], [0]))
+# eval: jax.grad(lambda w: jnp.sum(jnp.sin(A @ w.T)))(B.T)
 # eval: A.T
 # eval: jnp.transpose(T, (2, 0, 1)).shape
 # eval: jnp.swapaxes(T, 0, 2)[1]
