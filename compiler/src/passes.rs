@@ -6,7 +6,6 @@ pub mod fx_fold;
 pub mod fx_to_linalg;
 pub mod ir;
 pub mod matmul_kernel;
-pub mod parallel_loops_outside;
 pub mod parallel_outer_loop;
 pub mod result_buffers;
 pub mod scalar_small_loops;

@@ -83,7 +83,6 @@ pub const STAGES: &[Stage] = &[
         threaded_steps: &[
             Step::Pass(passes::result_buffers::create),
             Step::MatmulKernel,
-            Step::Pass(passes::parallel_loops_outside::create),
             Step::Pipeline("builtin.module(convert-linalg-to-parallel-loops)"),
             Step::Pass(passes::parallel_outer_loop::create),
             Step::Pass(passes::scalar_small_loops::create),
