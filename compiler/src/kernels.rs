@@ -1,8 +1,8 @@
 //! The matmul kernels that JIT-compiled code and cached libraries call (the modules declare
 //! them; `matmul-kernel`). On a CPU with AVX-512 they are the ones `build.rs` compiled with
 //! the compiler, embedded, written once to the temporary folder and loaded into the process's
-//! global symbols; elsewhere, the same kernels compiled for this CPU by MLIR's JIT, once per
-//! process.
+//! global symbols; elsewhere (or where that library does not load), the same kernels
+//! compiled for this CPU by MLIR's JIT, once per process.
 
 use crate::kernel_text::{KERNEL_PIPELINE, THREADED_KERNEL_PIPELINE, kernel_name, kernel_text};
 use melior::{ir::Module, pass::PassManager, utility::parse_pass_pipeline};
@@ -16,11 +16,14 @@ pub fn symbols() -> Result<&'static [(String, usize)], String> {
     static SYMBOLS: OnceLock<Result<Vec<(String, usize)>, String>> = OnceLock::new();
     SYMBOLS
         .get_or_init(|| {
-            if has_avx512() {
-                prebuilt_symbols()
-            } else {
-                compiled_here()
+            // The prebuilt library may also fail to load (a temporary folder mounted
+            // `noexec`): then compile the kernels here too.
+            if has_avx512()
+                && let Ok(symbols) = prebuilt_symbols()
+            {
+                return Ok(symbols);
             }
+            compiled_here()
         })
         .as_ref()
         .map(Vec::as_slice)
