@@ -80,14 +80,14 @@ impl Cache {
         };
         // A library that calls the matmul kernels loads once they are global symbols. Where
         // they cannot be (a CPU without AVX-512), it does not: a miss.
-        let library: libloading::Library = open()
-            .or_else(|_| {
-                crate::kernels::load_prebuilt()
-                    .map_err(|_| ())
-                    .and_then(|_| open().map_err(|_| ()))
-            })
-            .ok()?
-            .into();
+        let library: libloading::Library = match open() {
+            Ok(library) => library,
+            Err(_) => {
+                crate::kernels::load_prebuilt().ok()?;
+                open().ok()?
+            }
+        }
+        .into();
         // Safety: the symbol has the type `aot::emit_native` gives it.
         let packed: Packed = unsafe {
             *library

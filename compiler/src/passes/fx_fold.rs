@@ -18,7 +18,7 @@
 //!          - an fx op whose results are unused is erased.
 //! Keeps:   locations; no op moves across a region boundary.
 
-use super::ir::{block_ops, op_name, operands, results};
+use super::ir::{block_ops, i64_array, op_name, operands, results};
 use melior::{
     Context, IrRewriter,
     ir::{
@@ -278,8 +278,8 @@ impl Folder<'_, '_, '_> {
         let one_free = |operand: MlirValue, contracting: &str| {
             let rank = RankedTensorType::try_from(value_type(operand)).map_or(0, |t| t.rank());
             let contracted = attribute(contracting)
-                .and_then(|a| melior::ir::attribute::DenseI64ArrayAttribute::try_from(a).ok())
-                .map_or(usize::MAX, |a| a.len());
+                .and_then(|a| i64_array(a).ok())
+                .map_or(usize::MAX, |dims| dims.len());
             rank == contracted + 1
         };
         let matrices = one_free(lhs, "lhs_contracting_dimensions")
@@ -306,34 +306,18 @@ impl Folder<'_, '_, '_> {
     /// result's).
     fn product_of_transposes(&self, args: &[MlirValue], ty: Type) -> Option<MlirValue> {
         let op = unsafe { OperationRef::from_raw(self.operation) };
-        let array = |name: &str| -> Option<Vec<i64>> {
-            let attribute = op.attribute(name).ok()?;
-            let array = melior::ir::attribute::DenseI64ArrayAttribute::try_from(attribute).ok()?;
-            Some(
-                (0..array.len())
-                    .filter_map(|i| array.element(i).ok())
-                    .collect(),
-            )
+        let array = |op: OperationRef, name: &str| -> Option<Vec<i64>> {
+            i64_array(op.attribute(name).ok()?).ok()
         };
         let mut inputs = args.to_vec();
         let mut attributes = vec![];
         let mut changed = false;
         for (side, operand) in ["lhs", "rhs"].iter().zip(inputs.iter_mut()) {
-            let batching = array(&format!("{side}_batching_dimensions"))?;
-            let contracting = array(&format!("{side}_contracting_dimensions"))?;
+            let batching = array(op, &format!("{side}_batching_dimensions"))?;
+            let contracting = array(op, &format!("{side}_contracting_dimensions"))?;
             let transpose = defining_op(*operand).filter(|t| op_name(*t) == "fx.transpose");
-            let permutation = transpose.and_then(|t| {
-                let attribute = unsafe { OperationRef::from_raw(t) }
-                    .attribute("permutation")
-                    .ok()?;
-                let array =
-                    melior::ir::attribute::DenseI64ArrayAttribute::try_from(attribute).ok()?;
-                Some(
-                    (0..array.len())
-                        .filter_map(|i| array.element(i).ok())
-                        .collect::<Vec<i64>>(),
-                )
-            });
+            let permutation =
+                transpose.and_then(|t| array(unsafe { OperationRef::from_raw(t) }, "permutation"));
             let mapped = |dims: &[i64], permutation: &[i64]| -> Vec<i64> {
                 dims.iter().map(|d| permutation[*d as usize]).collect()
             };

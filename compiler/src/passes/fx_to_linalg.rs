@@ -11,6 +11,7 @@
 //! Each fx op is replaced by the ops its rule in `lower` builds, in program order, so the
 //! operands of an op are already lowered when it is reached.
 
+use super::ir::i64_array;
 use melior::{
     Context, IrRewriter, RewriterBase,
     ir::{
@@ -1315,11 +1316,4 @@ fn bit_width(ty: Type<'_>) -> Result<u32, String> {
 fn bool_type<'c>(context: &'c Context, ty: Type<'c>) -> Result<Type<'c>, String> {
     let dims: Vec<u64> = shape(ty)?.iter().map(|d| *d as u64).collect();
     Ok(RankedTensorType::new(&dims, IntegerType::new(context, 1).into(), None).into())
-}
-
-fn i64_array(attribute: Attribute<'_>) -> Result<Vec<i64>, String> {
-    let array = DenseI64ArrayAttribute::try_from(attribute).map_err(|e| e.to_string())?;
-    (0..array.len())
-        .map(|i| array.element(i).map_err(|e| e.to_string()))
-        .collect()
 }

@@ -132,3 +132,26 @@ pub fn trip_count(operation: MlirOperation) -> Option<u64> {
         Some(total.saturating_mul(count as u64))
     })
 }
+
+/// Whether an op enclosing `operation` (at any depth) is named one of `names`.
+pub fn enclosed_by(operation: MlirOperation, names: &[&str]) -> bool {
+    let mut current = operation;
+    loop {
+        current = unsafe { mlir_sys::mlirOperationGetParentOperation(current) };
+        if current.ptr.is_null() {
+            return false;
+        }
+        if names.contains(&op_name(current).as_str()) {
+            return true;
+        }
+    }
+}
+
+/// The elements of a `DenseI64ArrayAttribute`.
+pub fn i64_array(attribute: melior::ir::Attribute<'_>) -> Result<Vec<i64>, String> {
+    let array = melior::ir::attribute::DenseI64ArrayAttribute::try_from(attribute)
+        .map_err(|e| e.to_string())?;
+    (0..array.len())
+        .map(|i| array.element(i).map_err(|e| e.to_string()))
+        .collect()
+}

@@ -8,20 +8,13 @@
 //!          order and `B` by `k` and `n` in either order.
 //! Output:  each one whose `C` has the identity layout becomes views (`memref.transpose` for
 //!          an operand stored the other way round, `memref.cast` to dynamic sizes and
-//!          strides) and a call of `@__ferrax_matmul_f32` (or `_f64`), a private function this
-//!          pass adds once per element type. When the op before only zeroes `C` (a zero
-//!          `linalg.fill`, or a copy of a zero-filled buffer), it is removed and the kernel
-//!          writes `C` instead of adding to it.
+//!          strides) and a call of the kernel for its element type (`crate::kernel_text`):
+//!          with `Kernel::InModule` the pass adds the kernel's MLIR to the module, once per
+//!          element type; with `Prebuilt` or `PrebuiltThreaded` it adds a declaration of the
+//!          sequential or threaded kernel built with the compiler (`crate::kernels`). When the
+//!          op before only zeroes `C` (a zero `linalg.fill`, or a copy of a zero-filled
+//!          buffer), it is removed and the kernel writes `C` instead of adding to it.
 //! Keeps:   every other op; a `linalg.matmul` it does not match stays, for the loop lowering.
-//!
-//! The kernel is the classic blocked scheme: for each block of `KC` contracted indices, it
-//! copies that slab of `B` into panels of `NR` columns (zero-padded), then, for each block of
-//! rows, copies `A`'s rows into panels of `MR` rows and computes every `MR x NR` tile of `C`
-//! in `MR * NR / LANES` vector registers, one broadcast-FMA per register and contracted index.
-//! The copies make every read of the inner loop contiguous, whatever the strides of `A` and
-//! `B`. Copying `B` and the row blocks are `scf.parallel` loops: with threads (the threaded
-//! pipeline) they run on all cores; without, they are plain loops. The tile shape fills 24 of
-//! AVX-512's 32 vector registers.
 
 use super::ir::{block_ops, op_name, operands, region_block, uses};
 use crate::kernel_text::{kernel_declaration, kernel_name, kernel_text};

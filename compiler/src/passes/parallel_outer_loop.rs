@@ -16,7 +16,7 @@
 //! microseconds to start, and each is a function for LLVM to compile.
 
 use super::ir::{
-    block_arguments, block_ops, nest_iterations, op_name, operands, ops_named, region_block,
+    block_arguments, block_ops, enclosed_by, nest_iterations, operands, ops_named, region_block,
     results,
 };
 use melior::{
@@ -55,25 +55,11 @@ fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
         if !results(parallel).is_empty() {
             continue;
         }
-        let serial = inside_parallel_loop(parallel)
+        let serial = enclosed_by(parallel, &["scf.parallel"])
             || nest_iterations(parallel).is_some_and(|n| n < PARALLEL_NEST);
         let dimensions = operands(parallel).len() / 3;
         if serial || dimensions > 1 {
             rewrite(parallel, if serial { 0 } else { 1 });
-        }
-    }
-}
-
-/// Whether an enclosing op is an `scf.parallel`.
-fn inside_parallel_loop(operation: MlirOperation) -> bool {
-    let mut current = operation;
-    loop {
-        current = unsafe { mlir_sys::mlirOperationGetParentOperation(current) };
-        if current.ptr.is_null() {
-            return false;
-        }
-        if op_name(current) == "scf.parallel" {
-            return true;
         }
     }
 }

@@ -13,12 +13,11 @@
 //! nest of a few hundred iterations (the `128 x 10` logits of the MLP step, a bias of 512)
 //! that costs more compile time than the vector code saves at run time.
 
-use super::ir::{nest_iterations, op_name, ops_named};
+use super::ir::{enclosed_by, nest_iterations, ops_named};
 use melior::{
     ir::{Attribute, AttributeLike, OperationRef, operation::OperationLike},
     pass::{ExternalPass, Pass},
 };
-use mlir_sys::MlirOperation;
 
 static PASS_ID: super::PassId = super::PassId;
 
@@ -46,7 +45,9 @@ fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
         return;
     };
     for outer in ops_named(module.to_raw(), "scf.for") {
-        if inside_loop(outer) || nest_iterations(outer).is_none_or(|n| n >= SMALL_NEST) {
+        if enclosed_by(outer, &["scf.for", "scf.parallel", "scf.while"])
+            || nest_iterations(outer).is_none_or(|n| n >= SMALL_NEST)
+        {
             continue;
         }
         for inner in ops_named(outer, "scf.for") {
@@ -57,23 +58,6 @@ fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
                     scalar.to_raw(),
                 );
             }
-        }
-    }
-}
-
-/// Whether an enclosing op is a loop.
-fn inside_loop(operation: MlirOperation) -> bool {
-    let mut current = operation;
-    loop {
-        current = unsafe { mlir_sys::mlirOperationGetParentOperation(current) };
-        if current.ptr.is_null() {
-            return false;
-        }
-        if matches!(
-            op_name(current).as_str(),
-            "scf.for" | "scf.parallel" | "scf.while"
-        ) {
-            return true;
         }
     }
 }
