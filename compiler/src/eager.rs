@@ -65,15 +65,8 @@ pub fn run(
 }
 
 fn from_array(array: &ferrax_runtime::Array) -> EResult<Tensor> {
-    let dtype = match array.dtype {
-        ferrax_runtime::DType::Bool => DType::Bool,
-        ferrax_runtime::DType::I32 => DType::I32,
-        ferrax_runtime::DType::I64 => DType::I64,
-        ferrax_runtime::DType::F32 => DType::F32,
-        ferrax_runtime::DType::F64 => DType::F64,
-    };
     Ok(Tensor {
-        dtype,
+        dtype: crate::session::compiler_dtype(array.dtype),
         shape: array.shape.clone(),
         data: (0..array.len()).map(|i| array.get(i)).collect(),
     })

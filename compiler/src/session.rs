@@ -252,13 +252,7 @@ impl Session {
                     (array, weak)
                 }
             };
-            let dtype = match array.dtype {
-                ferrax_runtime::DType::Bool => DType::Bool,
-                ferrax_runtime::DType::I32 => DType::I32,
-                ferrax_runtime::DType::I64 => DType::I64,
-                ferrax_runtime::DType::F32 => DType::F32,
-                ferrax_runtime::DType::F64 => DType::F64,
-            };
+            let dtype = compiler_dtype(array.dtype);
             let ty = ArrayType {
                 dtype,
                 shape: array.shape.iter().map(|d| *d as i64).collect(),
@@ -771,6 +765,18 @@ fn sanitise(name: &str) -> String {
         .collect()
 }
 
+/// The compiler's dtype of a runtime array's.
+pub fn compiler_dtype(dtype: ferrax_runtime::DType) -> DType {
+    match dtype {
+        ferrax_runtime::DType::Bool => DType::Bool,
+        ferrax_runtime::DType::I32 => DType::I32,
+        ferrax_runtime::DType::I64 => DType::I64,
+        ferrax_runtime::DType::F32 => DType::F32,
+        ferrax_runtime::DType::F64 => DType::F64,
+    }
+}
+
+/// The runtime's dtype of a compiler's.
 pub fn runtime_dtype(dtype: DType) -> ferrax_runtime::DType {
     match dtype {
         DType::Bool => ferrax_runtime::DType::Bool,

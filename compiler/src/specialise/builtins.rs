@@ -2321,18 +2321,8 @@ fn scatter(
     if !matches!(how, "set" | "add") {
         return scatter_loop(interp, x, indices, how, update, span);
     }
-    let count: i64 = indices.ty.shape.iter().product();
-    let flat = interp.emit.reshape(span, indices, &[count]);
+    let (count, flat, update) = scatter_rows(interp, x, indices, update, span)?;
     let flat = wrap_index(interp, span, &flat, n);
-    let rest = &x.ty.shape[1..];
-    let update = interp.emit.broadcast_to(
-        span,
-        update,
-        &[indices.ty.shape.clone(), rest.to_vec()].concat(),
-    )?;
-    let update = interp
-        .emit
-        .reshape(span, &update, &[vec![count], rest.to_vec()].concat());
     let update = interp.emit.convert(span, &update, dtype);
     // hit[k, p]: update k goes to row p.
     let mut hit = one_hot_rows(interp, span, &flat, n);
@@ -2382,6 +2372,29 @@ fn scatter(
     })
 }
 
+/// The `count` indices of a scatter as one list, and its updates as one row of `x` per index
+/// (broadcast to the indices' shape followed by a row's).
+fn scatter_rows(
+    interp: &mut Interp,
+    x: &Traced,
+    indices: &Traced,
+    update: &Traced,
+    span: Span,
+) -> DResult<(i64, Traced, Traced)> {
+    let count: i64 = indices.ty.shape.iter().product();
+    let flat = interp.emit.reshape(span, indices, &[count]);
+    let rest = &x.ty.shape[1..];
+    let rows = interp.emit.broadcast_to(
+        span,
+        update,
+        &[indices.ty.shape.clone(), rest.to_vec()].concat(),
+    )?;
+    let rows = interp
+        .emit
+        .reshape(span, &rows, &[vec![count], rest.to_vec()].concat());
+    Ok((count, flat, rows))
+}
+
 /// `x.at[indices].multiply/min/max(update)`: a loop over the indices that updates one row at
 /// a time (so repeated indices combine in order; out-of-range ones are dropped).
 fn scatter_loop(
@@ -2392,17 +2405,7 @@ fn scatter_loop(
     update: &Traced,
     span: Span,
 ) -> DResult<Traced> {
-    let count: i64 = indices.ty.shape.iter().product();
-    let flat = interp.emit.reshape(span, indices, &[count]);
-    let rest = x.ty.shape[1..].to_vec();
-    let rows = interp.emit.broadcast_to(
-        span,
-        update,
-        &[indices.ty.shape.clone(), rest.clone()].concat(),
-    )?;
-    let rows = interp
-        .emit
-        .reshape(span, &rows, &[vec![count], rest.clone()].concat());
+    let (count, flat, rows) = scatter_rows(interp, x, indices, update, span)?;
     let mut body = |interp: &mut Interp, k: Traced, carry: Value| -> DResult<(Value, Value)> {
         let Value::Array(current) = carry else {
             return Err(Diagnostic::new(
