@@ -543,37 +543,33 @@ impl<'c, 'a> Lowering<'c, 'a> {
     }
 
     /// A constant tensor of `ty` with every element `value` (-1 is all ones for bool).
-    /// `exp(x)` for float32 without a libm call, so loops vectorise: Cephes' `expf`
-    /// (range reduction by ln 2, a degree-6 polynomial) scaled by `2^n` in two halves through
-    /// the exponent bits, so results down to the subnormals are right. `+inf` above
-    /// 88.7228, NaN kept.
+    /// `exp(x)` for float32 without a libm call, so loops vectorise: Cephes' `expf` (range
+    /// reduction by ln 2, a degree-6 polynomial `p` of the remainder) times `2^n`, added to
+    /// `p`'s exponent bits. `n` comes from rounding `x * log2(e)` by adding `1.5 * 2^23`,
+    /// whose low bits then hold `n` too. Like XLA on the CPU (which flushes subnormals),
+    /// results below the smallest normal float are 0; `+inf` above the largest finite one,
+    /// NaN kept.
     fn exp_f32(&self, x: Value<'c, '_>, ty: Type<'c>) -> LResult<'c, 'a> {
         let constant = |value: f64| self.splat(ty, value);
         // Products and sums may contract into fused multiply-adds: half the instructions and
         // half the latency of the dependent chain, and no less accurate.
         let contract = self.attribute("#arith.fastmath<contract>")?;
         let binary = |name: &str, a: Value<'c, 'a>, b: Value<'c, 'a>| {
-            let attributes: &[(&str, Attribute<'c>)] =
-                if name.ends_with('f') && !name.contains("imum") {
-                    &[("fastmath", contract)]
-                } else {
-                    &[]
-                };
+            let attributes: &[(&str, Attribute<'c>)] = if name.ends_with('f') {
+                &[("fastmath", contract)]
+            } else {
+                &[]
+            };
             self.op(name, &[a, b], ty, attributes)
         };
         let x: Value<'c, 'a> = unsafe { Value::from_raw(x.to_raw()) };
-        let clamped = binary("arith.minimumf", x, constant(88.722_839_052_068_35)?)?;
-        let clamped = binary(
-            "arith.maximumf",
-            clamped,
-            constant(-103.972_084_045_410_16)?,
-        )?;
-        let scaled = binary("arith.mulf", clamped, constant(std::f64::consts::LOG2_E)?)?;
-        let shifted = binary("arith.addf", scaled, constant(0.5)?)?;
-        let n = self.op("math.floor", &[shifted], ty, &[])?;
+        let magic = constant(12_582_912.0)?;
+        let scaled = binary("arith.mulf", x, constant(std::f64::consts::LOG2_E)?)?;
+        let rounded = binary("arith.addf", scaled, magic)?;
+        let n = binary("arith.subf", rounded, magic)?;
         let hi_part = binary("arith.mulf", n, constant(0.693_359_375)?)?;
         let lo_part = binary("arith.mulf", n, constant(-2.121_944_4e-4)?)?;
-        let r = binary("arith.subf", clamped, hi_part)?;
+        let r = binary("arith.subf", x, hi_part)?;
         let r = binary("arith.subf", r, lo_part)?;
         let z = binary("arith.mulf", r, r)?;
         let mut y = constant(1.987_569_15e-4)?;
@@ -589,41 +585,35 @@ impl<'c, 'a> Lowering<'c, 'a> {
         }
         let y = binary("arith.mulf", y, z)?;
         let y = binary("arith.addf", y, r)?;
-        let mut result = binary("arith.addf", y, constant(1.0)?)?;
-        // 2^n = 2^half * 2^(n - half); each factor is a normal number.
-        let half = binary("arith.mulf", n, constant(0.5)?)?;
-        let half = self.op("math.floor", &[half], ty, &[])?;
-        let rest = binary("arith.subf", n, half)?;
+        let p = binary("arith.addf", y, constant(1.0)?)?;
+        // p is in [0.7, 1.42] and n in [-126, 128] wherever the result is normal: adding
+        // n << 23 to p's bits multiplies by 2^n. (The low 9 bits of `rounded` are n's.)
         let int_type: Type<'c> = RankedTensorType::new(
             &shape(ty)?.iter().map(|d| *d as u64).collect::<Vec<_>>(),
             IntegerType::new(self.context, 32).into(),
             None,
         )
         .into();
-        for exponent in [half, rest] {
-            let integer = self.op("arith.fptosi", &[exponent], int_type, &[])?;
-            let biased = self.op(
-                "arith.addi",
-                &[integer, self.splat(int_type, 127.0)?],
-                int_type,
-                &[],
-            )?;
-            let bits = self.op(
-                "arith.shli",
-                &[biased, self.splat(int_type, 23.0)?],
-                int_type,
-                &[],
-            )?;
-            let power = self.op("arith.bitcast", &[bits], ty, &[])?;
-            result = binary("arith.mulf", result, power)?;
-        }
-        let overflow = self.compare(Kind::Float, "gt", x, constant(88.722_839_052_068_35)?)?;
-        self.op(
+        let int =
+            |name: &str, a: Value<'c, 'a>, b: Value<'c, 'a>| self.op(name, &[a, b], int_type, &[]);
+        let n_bits = self.op("arith.bitcast", &[rounded], int_type, &[])?;
+        let exponent = int("arith.shli", n_bits, self.splat(int_type, 23.0)?)?;
+        let p_bits = self.op("arith.bitcast", &[p], int_type, &[])?;
+        let bits = int("arith.addi", p_bits, exponent)?;
+        let result = self.op("arith.bitcast", &[bits], ty, &[])?;
+        // Below ln(2^-126) the result would be subnormal: 0.
+        let underflow = self.compare(Kind::Float, "lt", x, constant(-87.336_544_750_553_1)?)?;
+        let result = self.op(
             "arith.select",
-            &[overflow, constant(f64::INFINITY)?, result],
+            &[underflow, constant(0.0)?, result],
             ty,
             &[],
-        )
+        )?;
+        // Above the last float whose exp is finite, and for NaN (an unordered comparison):
+        // x + inf, which is +inf or NaN.
+        let overflow = self.compare(Kind::Float, "ugt", x, constant(88.722_831_726_074_22)?)?;
+        let special = binary("arith.addf", x, constant(f64::INFINITY)?)?;
+        self.op("arith.select", &[overflow, special, result], ty, &[])
     }
 
     fn splat(&self, ty: Type<'c>, value: f64) -> LResult<'c, 'a> {
@@ -671,6 +661,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
                     "ge" => 3,
                     "lt" => 4,
                     "le" => 5,
+                    "ugt" => 9,
                     "ne" => 13,
                     other => return Err(format!("unknown predicate {other}")),
                 },
