@@ -203,15 +203,23 @@ pub fn run_jit(
     Ok(outputs)
 }
 
-/// Sets LLVM's global options once, before the first compilation: no unrolling beyond what
-/// vectorising does (`-unroll-threshold=0`). Our loops are vectorised and interleaved
-/// already; unrolling them again, and fully unrolling the small ones, took a quarter of the
-/// MLP step's compile time (330 → 250 ms) and gained nothing measurable at run time.
+/// Sets LLVM's global options once, before the first compilation:
+/// - no unrolling beyond what vectorising does (`-unroll-threshold=0`). Our loops are
+///   vectorised and interleaved already; unrolling them again, and fully unrolling the small
+///   ones, took a quarter of the MLP step's compile time (330 → 250 ms) and gained nothing
+///   measurable at run time;
+/// - no loop strength reduction (`-disable-lsr`): with its induction-variable analysis it was
+///   a third of code generation's time (MLP step 185 → 155 ms), and no workload of `benches/`
+///   ran slower, the matmul kernel included.
 pub(crate) fn configure_llvm() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let arguments = [c"ferrax".as_ptr(), c"-unroll-threshold=0".as_ptr()];
-        // Safety: two NUL-terminated strings that live for the call; LLVM keeps copies.
+        let arguments = [
+            c"ferrax".as_ptr(),
+            c"-unroll-threshold=0".as_ptr(),
+            c"-disable-lsr".as_ptr(),
+        ];
+        // Safety: NUL-terminated strings that live for the call; LLVM keeps copies.
         unsafe {
             inkwell::llvm_sys::support::LLVMParseCommandLineOptions(
                 arguments.len() as i32,
