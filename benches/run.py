@@ -3,6 +3,10 @@
 installed, under `jax.jit` in the same run, and prints a table with the ratio Ferrax/JAX.
 
 Usage: python3 benches/run.py [--ferrax target/release/ferrax] [--iterations N]
+
+Each side makes the same calls: a warm-up of a tenth of the timed calls (at least 10), then
+N timed calls (N x 20 for SELU and `dist`, N x 100 for the scalar `grad`); the table shows
+their medians.
 """
 import argparse
 import os
@@ -37,7 +41,17 @@ def inputs():
     }
 
 
+# Timed calls per workload, in units of --iterations: the short calls are repeated more, so
+# that each side's timed calls take a good fraction of a second.
+SCALE = {"grad_f": 100, "selu": 20, "dist1": 20, "dist2": 20, "dist3": 20}
+
 UNITS = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def warmup(iterations):
+    """Untimed calls before the timed ones, on both sides: a tenth of them, at least 10 (so
+    that threads and caches are warm however short each call is)."""
+    return max(10, iterations // 10)
 
 
 def ferrax_time(ferrax, function, arrays, iterations, folder):
@@ -46,7 +60,8 @@ def ferrax_time(ferrax, function, arrays, iterations, folder):
         path = os.path.join(folder, f"{function}_{i}.npy")
         np.save(path, np.asarray(a, dtype=np.float32))
         args.append("@" + path)
-    out = subprocess.run([ferrax, "bench", WORKLOADS, function, *args, "--iterations", str(iterations), "--no-cache"],
+    out = subprocess.run([ferrax, "bench", WORKLOADS, function, *args, "--iterations", str(iterations),
+                          "--warmup", str(warmup(iterations)), "--no-cache"],
                          capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         return None, None, (out.stderr.strip().splitlines() or ["failed"])[-1]
@@ -63,7 +78,7 @@ def jax_time(function, arrays, iterations):
     start = time.perf_counter()
     jax.block_until_ready(jitted(*args))
     first = time.perf_counter() - start
-    for _ in range(10):
+    for _ in range(warmup(iterations)):
         jax.block_until_ready(jitted(*args))
     times = []
     for _ in range(iterations):
@@ -96,7 +111,7 @@ def main():
     print(f"| --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as folder:
         for name, (function, arrays) in inputs().items():
-            iterations = args.iterations * (100 if function == "grad_f" else 1)
+            iterations = args.iterations * SCALE.get(function, 1)
             compile_s, call_s, error = ferrax_time(args.ferrax, function, arrays, iterations, folder)
             first, jax_call = jax_time(function, arrays, iterations) if have_jax else (None, None)
             ratio = f"{call_s / jax_call:.2f}" if call_s and jax_call else "-"

@@ -997,6 +997,20 @@ impl<'c, 'a> Lowering<'c, 'a> {
         axes: &[i64],
         ty: Type<'c>,
     ) -> LResult<'c, 'a> {
+        if let Some(chunks) = split_reduction_chunks(&shape(x.r#type())?, axes) {
+            // Reduce `chunks` contiguous pieces of the input (a parallel loop over the pieces),
+            // then the partial results.
+            let size: i64 = shape(x.r#type())?.iter().product();
+            let pieces = RankedTensorType::new(
+                &[chunks as u64, (size / chunks) as u64],
+                element_type(x.r#type())?,
+                None,
+            );
+            let pieces = self.reshape(x, pieces.into())?;
+            let partial = RankedTensorType::new(&[chunks as u64], element_type(ty)?, None);
+            let partial = self.reduce(pieces, reduce_kind, &[1], partial.into())?;
+            return self.reduce(partial, reduce_kind, &[0], ty);
+        }
         let k = kind(ty)?;
         let rank = shape(x.r#type())?.len();
         let element = element_type(ty)?;
@@ -1159,6 +1173,24 @@ impl<'c, 'a> Lowering<'c, 'a> {
             ],
         )
     }
+}
+
+/// Reductions of all of an input of at least this many elements are split in pieces.
+const SPLIT_REDUCTION: i64 = 262_144;
+
+/// How many contiguous pieces a reduction over every axis of a static `shape` is split into, so
+/// that threads can reduce the pieces: the largest divisor of its size up to 64 that leaves
+/// pieces of at least 4,096 elements. None for smaller or partial reductions, and for sizes
+/// without such a divisor.
+fn split_reduction_chunks(shape: &[i64], axes: &[i64]) -> Option<i64> {
+    let size: i64 = shape.iter().product();
+    let every_axis = (0..shape.len() as i64).all(|axis| axes.contains(&axis));
+    if !every_axis || shape.contains(&DYNAMIC) || size < SPLIT_REDUCTION {
+        return None;
+    }
+    (8..=64)
+        .rev()
+        .find(|chunks| size % chunks == 0 && size / chunks >= 4096)
 }
 
 fn fill_region<'c>(element: Type<'c>, location: Location<'c>) -> Result<Region<'c>, String> {
