@@ -306,7 +306,7 @@ fn a_static_library_links_into_a_c_program() {
     assert!(output.status.success(), "a negative size is refused");
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        "-1.11133063 0 1.05070102\n"
+        "-1.11133075 0 1.05070102\n"
     );
 }
 

@@ -405,9 +405,11 @@ fn evaluate(
                     .map(|(_, i)| *i)
                     .collect();
                 let target = flat(&shape, &kept);
-                out[target] = round(combine(out[target], input.data[position]), dtype);
+                out[target] = combine(out[target], input.data[position]);
             });
-            one(out)
+            // Accumulated in float64 and rounded once: close to the pairwise sums of JAX, where
+            // rounding after each element of a long float32 sum drifts.
+            one(out.into_iter().map(|v| round(v, dtype)).collect())
         }
         "fx.dot_general" => {
             let (lb, rb) = (

@@ -206,7 +206,15 @@ impl<'c, 'a> Lowering<'c, 'a> {
                         ));
                     }
                 };
-                self.op(op, &[lhs, rhs], result_type, &[])
+                // Float products and sums may contract into fused multiply-adds, as XLA's do on
+                // the CPU.
+                let contract: &[(&str, Attribute<'c>)] =
+                    if matches!(op, "arith.addf" | "arith.subf" | "arith.mulf") {
+                        &[("fastmath", self.attribute("#arith.fastmath<contract>")?)]
+                    } else {
+                        &[]
+                    };
+                self.op(op, &[lhs, rhs], result_type, contract)
             }
             "neg" => {
                 let x = operand(0)?;
@@ -543,8 +551,8 @@ impl<'c, 'a> Lowering<'c, 'a> {
     }
 
     /// A constant tensor of `ty` with every element `value` (-1 is all ones for bool).
-    /// `exp(x)` for float32 without a libm call, so loops vectorise: Cephes' `expf` (range
-    /// reduction by ln 2, a degree-6 polynomial `p` of the remainder) times `2^n`, added to
+    /// `exp(x)` for float32 without a libm call, so loops vectorise: range reduction by ln 2 as
+    /// in Cephes' `expf`, a degree-6 polynomial `p` of the remainder, times `2^n`, added to
     /// `p`'s exponent bits. `n` comes from rounding `x * log2(e)` by adding `1.5 * 2^23`,
     /// whose low bits then hold `n` too. Like XLA on the CPU (which flushes subnormals),
     /// results below the smallest normal float are 0; `+inf` above the largest finite one,
@@ -572,13 +580,14 @@ impl<'c, 'a> Lowering<'c, 'a> {
         let r = binary("arith.subf", x, hi_part)?;
         let r = binary("arith.subf", r, lo_part)?;
         let z = binary("arith.mulf", r, r)?;
-        let mut y = constant(1.987_569_15e-4)?;
+        // exp(r) = 1 + r + r^2 q(r) on [-ln(2)/2, ln(2)/2], q of degree 4 fitted for the
+        // least relative error.
+        let mut y = constant(1.355_225_220_322_609e-3)?;
         for coefficient in [
-            1.398_199_950_7e-3,
-            8.333_451_907_3e-3,
-            4.166_579_589_4e-2,
-            1.666_666_545_9e-1,
-            5.000_000_120_1e-1,
+            8.371_885_865_926_743e-3,
+            4.167_369_753_122_33e-2,
+            1.666_648_834_943_771_4e-1,
+            4.999_996_721_744_537_4e-1,
         ] {
             let product = binary("arith.mulf", y, r)?;
             y = binary("arith.addf", product, constant(coefficient)?)?;
