@@ -35,10 +35,15 @@ fn main() {
     let mut objects = vec![];
     for threaded in [false, true] {
         let variant = if threaded { "threaded" } else { "sequential" };
-        let text: Vec<String> = ["f32", "f64"]
+        let mut text: Vec<String> = ["f32", "f64"]
             .iter()
-            .map(|e| kernel_text::kernel_text(e, &kernel_text::kernel_name(e, threaded), true))
+            .map(|e| {
+                kernel_text::kernel_text(e, &kernel_text::kernel_name(e, threaded), true, threaded)
+            })
             .collect();
+        if threaded {
+            text.push(kernel_text::THREADS_DECLARATION.to_string());
+        }
         let source = out.join(format!("{variant}.mlir"));
         std::fs::write(&source, text.join("\n")).expect("OUT_DIR is writable");
         let pipeline = if threaded {

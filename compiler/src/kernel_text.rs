@@ -7,14 +7,17 @@
 //! calls (`build.rs`, `kernels`). This file uses nothing from the crate, so that `build.rs`
 //! can include it.
 //!
-//! The scheme: for each block of `KC` contracted indices, copy that slab of `B` into panels
-//! of `NR` columns (zero-padded), then, for each block of rows, copy `A`'s rows into panels
-//! of `MR` rows and compute every `MR x NR` tile of `C` in `MR * NR / LANES` vector
-//! registers, one broadcast-FMA per register and contracted index. The copies make every
-//! read of the inner loop contiguous, whatever the strides of `A` and `B`. Copying `B` and
-//! the row blocks are `scf.parallel` loops: with threads (the threaded pipeline) they run on
-//! all cores; without, they are plain loops. The 8 x 32 tile (float32) keeps 16 of AVX-512's
-//! 32 vector registers; 8 rows divide the usual batch sizes, so few tiles are partial.
+//! The scheme: the work is split in shares, one per thread (one without threads): ranges of
+//! `NR`-column panels of `C` when `B` is at least as wide as `A` is tall and has a panel for
+//! each share, else ranges of rows. Each share, for each block of `KC` contracted indices, copies its slab of `B` into
+//! panels of `NR` columns (zero-padded), then, for each block of its rows, copies `A`'s rows
+//! into panels of `MR` rows and computes every `MR x NR` tile of its part of `C` in
+//! `MR * NR / LANES` vector registers, one broadcast-FMA per register and contracted index.
+//! The copies make every read of the inner loop contiguous, whatever the strides of `A` and
+//! `B`; each share copies for itself (the smaller operand is copied by every share), so no
+//! thread reads what another wrote, and one parallel region serves the whole product. The
+//! 8 x 32 tile (float32) keeps 16 of AVX-512's 32 vector registers; 8 rows divide the usual
+//! batch sizes, so few tiles are partial.
 
 /// The prefix of the kernels' names.
 pub const KERNEL_PREFIX: &str = "__ferrax_matmul_";
@@ -56,9 +59,13 @@ pub const THREADED_KERNEL_PIPELINE: &str = "builtin.module(convert-scf-to-openmp
      lower-affine,convert-scf-to-cf,convert-vector-to-llvm,convert-openmp-to-llvm,finalize-memref-to-llvm,\
      convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,reconcile-unrealized-casts)";
 
+/// The declaration of the OpenMP runtime function that threaded kernels call, once per module.
+pub const THREADS_DECLARATION: &str = "func.func private @omp_get_max_threads() -> i32";
+
 /// The kernel for `element` (`f32` or `f64`) as a `func.func` named `name`, private or
-/// public.
-pub fn kernel_text(element: &str, name: &str, public: bool) -> String {
+/// public; `threaded`, it shares its work among OpenMP's threads (its module needs
+/// `THREADS_DECLARATION`).
+pub fn kernel_text(element: &str, name: &str, public: bool, threaded: bool) -> String {
     let lanes = 64 / if element == "f64" { 8 } else { 4 };
     let nr = lanes * VECTORS_PER_ROW;
     let accumulators: Vec<String> = (0..MR)
@@ -154,6 +161,14 @@ pub fn kernel_text(element: &str, name: &str, public: bool) -> String {
         .replace("{STORE_SCRATCH}", &store_scratch)
         .replace("{PACK_VECTORS}", &pack_vectors)
         .replace("{PACK_ROWS}", &pack_rows)
+        .replace(
+            "{SHARES}",
+            if threaded {
+                "  %threads = func.call @omp_get_max_threads() : () -> i32\n  %shares = arith.index_cast %threads : i32 to index\n"
+            } else {
+                "  %shares = arith.constant 1 : index\n"
+            },
+        )
         .replace("{NAME}", name)
         .replace("{VISIBILITY}", if public { "" } else { "private " })
         .replace("{MR}", &MR.to_string())
@@ -195,46 +210,73 @@ const KERNEL: &str = r#"func.func {VISIBILITY}@{NAME}(%A: {SA}, %B: {SA}, %C: {S
   %Brows = memref.reinterpret_cast %Bbase to offset: [%Boffset], sizes: [%K, %N], strides: [%Bstrides#0, 1] : memref<{T}> to {SC}
   %panels = arith.ceildivui %N, %cNR : index
   %wholepanels = arith.divui %N, %cNR : index
-  %bwidth = arith.muli %panels, %cNR : index
-  %bsize = arith.muli %bwidth, %cKC : index
-  %Bp = memref.alloc(%bsize) {alignment = 64 : i64} : memref<?x{T}>
-  // Blocks of at most MC_MAX rows, whole tiles each; with an odd number of them the column
-  // panels are split in two groups as well, so that two threads get equal shares.
-  %blocks0 = arith.ceildivui %M, %cMC : index
-  %mc0 = arith.ceildivui %M, %blocks0 : index
-  %mc1 = arith.ceildivui %mc0, %cMR : index
-  %MC = arith.muli %mc1, %cMR : index
-  %blocks = arith.ceildivui %M, %MC : index
-  %parity = arith.remui %blocks, %c2 : index
-  %odd = arith.cmpi eq, %parity, %c1 : index
-  %groups = arith.select %odd, %c2, %c1 : index
-  %items = arith.muli %blocks, %groups : index
-  %gpanels = arith.ceildivui %panels, %groups : index
-  scf.for %pc = %c0 to %K step %cKC {
-    %krest = arith.subi %K, %pc : index
-    %kc = arith.minui %krest, %cKC : index
-    // Pack B[pc : pc + kc, :] into panels of NR columns: panel q, element (k, c) at
-    // q * NR * kc + k * NR + c; columns past N are zero. Where B's rows are contiguous, the
-    // whole panels are copied a row of B at a time, in vectors (reading B in order); the
-    // other panels one by one.
-    scf.if %brows {
-      scf.parallel (%k) = (%c0) to (%kc) step (%c1) {
+  %add = arith.xori %accumulate, %true : i1
+  // One share of the work per thread, each with copies of its own: a range of column panels
+  // (all rows; A is copied by every share) when B has as many columns as A has rows and
+  // enough panels, else a range of rows (B is copied by every share). No share reads what
+  // another wrote.
+{SHARES}  %rowtiles = arith.ceildivui %M, %cMR : index
+  %enoughpanels = arith.cmpi uge, %panels, %shares : index
+  %wide = arith.cmpi uge, %N, %M : index
+  %bycolumns = arith.andi %wide, %enoughpanels : i1
+  %sharepanels = arith.ceildivui %panels, %shares : index
+  %sharetiles = arith.ceildivui %rowtiles, %shares : index
+  %sharerows = arith.muli %sharetiles, %cMR : index
+  scf.parallel (%share) = (%c0) to (%shares) step (%c1) {
+    %qlow0 = arith.muli %share, %sharepanels : index
+    %qlow1 = arith.minui %qlow0, %panels : index
+    %qhigh0 = arith.addi %qlow1, %sharepanels : index
+    %qhigh1 = arith.minui %qhigh0, %panels : index
+    %ilow0 = arith.muli %share, %sharerows : index
+    %ilow1 = arith.minui %ilow0, %M : index
+    %ihigh0 = arith.addi %ilow1, %sharerows : index
+    %ihigh1 = arith.minui %ihigh0, %M : index
+    %qlow = arith.select %bycolumns, %qlow1, %c0 : index
+    %qhigh = arith.select %bycolumns, %qhigh1, %panels : index
+    %ilow = arith.select %bycolumns, %c0, %ilow1 : index
+    %ihigh = arith.select %bycolumns, %M, %ihigh1 : index
+    %qcount = arith.subi %qhigh, %qlow : index
+    %mshare = arith.subi %ihigh, %ilow : index
+    // Blocks of at most MC_MAX rows, whole tiles each.
+    %blocks0 = arith.ceildivui %mshare, %cMC : index
+    %blocks1 = arith.maxui %blocks0, %c1 : index
+    %mc0 = arith.ceildivui %mshare, %blocks1 : index
+    %mc1 = arith.ceildivui %mc0, %cMR : index
+    %MC = arith.muli %mc1, %cMR : index
+    %bwidth = arith.muli %qcount, %cNR : index
+    %bsize = arith.muli %bwidth, %cKC : index
+    %asize = arith.muli %MC, %cKC : index
+    %Bp = memref.alloc(%bsize) {alignment = 64 : i64} : memref<?x{T}>
+    %Ap = memref.alloc(%asize) {alignment = 64 : i64} : memref<?x{T}>
+    %scratch = memref.alloc() {alignment = 64 : i64} : memref<{MR}x{NR}x{T}>
+    %qwhole = arith.minui %qhigh, %wholepanels : index
+    %qvectors0 = arith.select %brows, %qwhole, %qlow : index
+    %qvectors = arith.maxui %qvectors0, %qlow : index
+    scf.for %pc = %c0 to %K step %cKC {
+      %krest = arith.subi %K, %pc : index
+      %kc = arith.minui %krest, %cKC : index
+      %first = arith.cmpi eq, %pc, %c0 : index
+      %overwrite = arith.andi %first, %add : i1
+      // Copy B[pc : pc + kc, the share's panels] into panels of NR columns: panel q at
+      // (q - qlow) * NR * kc, element (k, c) of it at k * NR + c; columns past N are zero.
+      // Where B's rows are contiguous, the whole panels are copied a row of B at a time, in
+      // vectors (reading B in order); the other panels one by one.
+      scf.for %k = %c0 to %kc step %c1 {
         %kk = arith.addi %pc, %k : index
         %kn = arith.muli %k, %cNR : index
-        scf.for %q = %c0 to %wholepanels step %c1 {
+        scf.for %q = %qlow to %qvectors step %c1 {
           %qn = arith.muli %q, %cNR : index
-          %qb = arith.muli %qn, %kc : index
+          %ql = arith.subi %q, %qlow : index
+          %qln = arith.muli %ql, %cNR : index
+          %qb = arith.muli %qln, %kc : index
           %ko = arith.addi %qb, %kn : index
 {PACK_VECTORS}        }
-        scf.reduce
       }
-    }
-    %qstart = arith.select %brows, %wholepanels, %c0 : index
-    %panelsleft = arith.cmpi ult, %qstart, %panels : index
-    scf.if %panelsleft {
-      scf.parallel (%q) = (%qstart) to (%panels) step (%c1) {
+      scf.for %q = %qvectors to %qhigh step %c1 {
         %qn = arith.muli %q, %cNR : index
-        %qb = arith.muli %qn, %kc : index
+        %ql = arith.subi %q, %qlow : index
+        %qln = arith.muli %ql, %cNR : index
+        %qb = arith.muli %qln, %kc : index
         %qend = arith.addi %qn, %cNR : index
         %wholepanel = arith.cmpi ule, %qend, %N : index
         %bytransposed = arith.andi %wholepanel, %bcolumns : i1
@@ -269,108 +311,95 @@ const KERNEL: &str = r#"func.func {VISIBILITY}@{NAME}(%A: {SA}, %B: {SA}, %C: {S
             }
           }
         }
-        scf.reduce
       }
-    }
-    %first = arith.cmpi eq, %pc, %c0 : index
-    %add = arith.xori %accumulate, %true : i1
-    %overwrite = arith.andi %first, %add : i1
-    scf.parallel (%item) = (%c0) to (%items) step (%c1) {
-      %block = arith.divui %item, %groups : index
-      %group = arith.remui %item, %groups : index
-      %qlow = arith.muli %group, %gpanels : index
-      %qhigh0 = arith.addi %qlow, %gpanels : index
-      %qhigh = arith.minui %qhigh0, %panels : index
-      %i0 = arith.muli %block, %MC : index
-      %mrest = arith.subi %M, %i0 : index
-      %mc = arith.minui %mrest, %MC : index
-      %apanels = arith.ceildivui %mc, %cMR : index
-      %aheight = arith.muli %apanels, %cMR : index
-      %asize = arith.muli %aheight, %kc : index
-      %Ap = memref.alloc(%asize) {alignment = 64 : i64} : memref<?x{T}>
-      %scratch = memref.alloc() {alignment = 64 : i64} : memref<{MR}x{NR}x{T}>
-      // Pack A[i0 : i0 + mc, pc : pc + kc] into panels of MR rows: panel p, element (k, r)
-      // at p * MR * kc + k * MR + r; rows past M are zero.
-      scf.for %p = %c0 to %apanels step %c1 {
-        %pm = arith.muli %p, %cMR : index
-        %pb = arith.muli %pm, %kc : index
-        %ip = arith.addi %i0, %pm : index
-        %pend = arith.addi %ip, %cMR : index
-        %wholerows = arith.cmpi ule, %pend, %M : index
-        %byrows = arith.andi %wholerows, %arows : i1
-        scf.if %byrows {
-          scf.for %k = %c0 to %kc step %c1 {
-            %kk = arith.addi %pc, %k : index
-            %km = arith.muli %k, %cMR : index
-            %ko = arith.addi %pb, %km : index
-{PACK_ROWS}          }
-        } else {
-          scf.for %k = %c0 to %kc step %c1 {
-            %kk = arith.addi %pc, %k : index
-            %km = arith.muli %k, %cMR : index
-            %ko = arith.addi %pb, %km : index
-            scf.for %r = %c0 to %cMR step %c1 {
-              %i = arith.addi %ip, %r : index
-              %inside = arith.cmpi ult, %i, %M : index
-              %v = scf.if %inside -> {T} {
-                %x = memref.load %A[%i, %kk] : {SA}
-                scf.yield %x : {T}
-              } else {
-                scf.yield %zero : {T}
-              }
-              %d = arith.addi %ko, %r : index
-              memref.store %v, %Ap[%d] : memref<?x{T}>
-            }
-          }
-        }
-      }
-      scf.for %q = %qlow to %qhigh step %c1 {
-        %j0 = arith.muli %q, %cNR : index
-        %qb = arith.muli %j0, %kc : index
-        %nrest = arith.subi %N, %j0 : index
-        %nwhole = arith.cmpi uge, %nrest, %cNR : index
+      scf.for %i0 = %ilow to %ihigh step %MC {
+        %mrest = arith.subi %ihigh, %i0 : index
+        %mc = arith.minui %mrest, %MC : index
+        %apanels = arith.ceildivui %mc, %cMR : index
+        // Copy A[i0 : i0 + mc, pc : pc + kc] into panels of MR rows: panel p, element (k, r)
+        // at p * MR * kc + k * MR + r; rows past the share's are zero.
         scf.for %p = %c0 to %apanels step %c1 {
           %pm = arith.muli %p, %cMR : index
           %pb = arith.muli %pm, %kc : index
           %ip = arith.addi %i0, %pm : index
-          %tile:{ACCUMULATORS} = scf.for %k = %c0 to %kc step %c1 iter_args({ITER_ARGS}) -> ({VECTORS}) {
-            %kn = arith.muli %k, %cNR : index
-            %bo = arith.addi %qb, %kn : index
-            %km = arith.muli %k, %cMR : index
-            %ao = arith.addi %pb, %km : index
-{STEP}            scf.yield {NEXT} : {VECTORS}
-          }
-          %mleft = arith.subi %M, %ip : index
-          %mwhole = arith.cmpi uge, %mleft, %cMR : index
-          %whole = arith.andi %mwhole, %nwhole : i1
-          scf.if %whole {
-{STORE_FULL}          } else {
-{STORE_SCRATCH}            %mlimit = arith.minui %mleft, %cMR : index
-            %nlimit = arith.minui %nrest, %cNR : index
-            scf.for %r = %c0 to %mlimit step %c1 {
-              scf.for %c = %c0 to %nlimit step %c1 {
-                %t = memref.load %scratch[%r, %c] : memref<{MR}x{NR}x{T}>
+          %pend = arith.addi %ip, %cMR : index
+          %wholerows = arith.cmpi ule, %pend, %ihigh : index
+          %byrows = arith.andi %wholerows, %arows : i1
+          scf.if %byrows {
+            scf.for %k = %c0 to %kc step %c1 {
+              %kk = arith.addi %pc, %k : index
+              %km = arith.muli %k, %cMR : index
+              %ko = arith.addi %pb, %km : index
+{PACK_ROWS}            }
+          } else {
+            scf.for %k = %c0 to %kc step %c1 {
+              %kk = arith.addi %pc, %k : index
+              %km = arith.muli %k, %cMR : index
+              %ko = arith.addi %pb, %km : index
+              scf.for %r = %c0 to %cMR step %c1 {
                 %i = arith.addi %ip, %r : index
-                %j = arith.addi %j0, %c : index
-                %x = scf.if %overwrite -> {T} {
-                  scf.yield %t : {T}
+                %inside = arith.cmpi ult, %i, %ihigh : index
+                %v = scf.if %inside -> {T} {
+                  %x = memref.load %A[%i, %kk] : {SA}
+                  scf.yield %x : {T}
                 } else {
-                  %old = memref.load %C[%i, %j] : {SC}
-                  %sum = arith.addf %old, %t : {T}
-                  scf.yield %sum : {T}
+                  scf.yield %zero : {T}
                 }
-                memref.store %x, %C[%i, %j] : {SC}
+                %d = arith.addi %ko, %r : index
+                memref.store %v, %Ap[%d] : memref<?x{T}>
+              }
+            }
+          }
+        }
+        scf.for %q = %qlow to %qhigh step %c1 {
+          %j0 = arith.muli %q, %cNR : index
+          %ql = arith.subi %q, %qlow : index
+          %qln = arith.muli %ql, %cNR : index
+          %qb = arith.muli %qln, %kc : index
+          %nrest = arith.subi %N, %j0 : index
+          %nwhole = arith.cmpi uge, %nrest, %cNR : index
+          scf.for %p = %c0 to %apanels step %c1 {
+            %pm = arith.muli %p, %cMR : index
+            %pb = arith.muli %pm, %kc : index
+            %ip = arith.addi %i0, %pm : index
+            %tile:{ACCUMULATORS} = scf.for %k = %c0 to %kc step %c1 iter_args({ITER_ARGS}) -> ({VECTORS}) {
+              %kn = arith.muli %k, %cNR : index
+              %bo = arith.addi %qb, %kn : index
+              %km = arith.muli %k, %cMR : index
+              %ao = arith.addi %pb, %km : index
+{STEP}              scf.yield {NEXT} : {VECTORS}
+            }
+            %mleft = arith.subi %ihigh, %ip : index
+            %mwhole = arith.cmpi uge, %mleft, %cMR : index
+            %whole = arith.andi %mwhole, %nwhole : i1
+            scf.if %whole {
+{STORE_FULL}            } else {
+{STORE_SCRATCH}              %mlimit = arith.minui %mleft, %cMR : index
+              %nlimit = arith.minui %nrest, %cNR : index
+              scf.for %r = %c0 to %mlimit step %c1 {
+                scf.for %c = %c0 to %nlimit step %c1 {
+                  %t = memref.load %scratch[%r, %c] : memref<{MR}x{NR}x{T}>
+                  %i = arith.addi %ip, %r : index
+                  %j = arith.addi %j0, %c : index
+                  %x = scf.if %overwrite -> {T} {
+                    scf.yield %t : {T}
+                  } else {
+                    %old = memref.load %C[%i, %j] : {SC}
+                    %sum = arith.addf %old, %t : {T}
+                    scf.yield %sum : {T}
+                  }
+                  memref.store %x, %C[%i, %j] : {SC}
+                }
               }
             }
           }
         }
       }
-      memref.dealloc %scratch : memref<{MR}x{NR}x{T}>
-      memref.dealloc %Ap : memref<?x{T}>
-      scf.reduce
     }
+    memref.dealloc %scratch : memref<{MR}x{NR}x{T}>
+    memref.dealloc %Ap : memref<?x{T}>
+    memref.dealloc %Bp : memref<?x{T}>
+    scf.reduce
   }
-  memref.dealloc %Bp : memref<?x{T}>
   return
-}
-"#;
+}"#;

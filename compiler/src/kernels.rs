@@ -4,7 +4,9 @@
 //! global symbols; elsewhere (or where that library does not load), the same kernels
 //! compiled for this CPU by MLIR's JIT, once per process.
 
-use crate::kernel_text::{KERNEL_PIPELINE, THREADED_KERNEL_PIPELINE, kernel_name, kernel_text};
+use crate::kernel_text::{
+    KERNEL_PIPELINE, THREADED_KERNEL_PIPELINE, THREADS_DECLARATION, kernel_name, kernel_text,
+};
 use melior::{ir::Module, pass::PassManager, utility::parse_pass_pipeline};
 use std::sync::OnceLock;
 
@@ -101,11 +103,14 @@ pub fn compiled_here() -> Result<Vec<(String, usize)>, String> {
             .iter()
             .map(|e| kernel_name(e, threaded))
             .collect();
-        let text: Vec<String> = ["f32", "f64"]
+        let mut text: Vec<String> = ["f32", "f64"]
             .iter()
             .zip(&names)
-            .map(|(e, name)| kernel_text(e, name, true))
+            .map(|(e, name)| kernel_text(e, name, true, threaded))
             .collect();
+        if threaded {
+            text.push(THREADS_DECLARATION.to_string());
+        }
         let mut module = Module::parse(context, &text.join("\n"))
             .ok_or("internal error: the matmul kernel does not parse")?;
         let manager = PassManager::new(context);
@@ -182,12 +187,14 @@ mod tests {
         bool,
     );
 
-    /// `C = A @ B` for A 20x30 and B stored transposed (40x30), through the kernel at
-    /// `address`, against a plain loop; then `C += A @ B`.
-    fn check(address: usize) {
-        let (m, k, n) = (20usize, 30usize, 40usize);
+    /// `C = A @ B` for A `m x k` and B `k x n` (stored transposed or as is), through the
+    /// kernel at `address`, against a plain loop; then `C += A @ B`.
+    fn check(address: usize, (m, k, n): (usize, usize, usize), transposed: bool) {
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
-        let bt: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        // B[p][j] is b[p * n + j] as is, b[j * k + p] transposed.
+        let (b_rows, b_columns) = if transposed { (1, k) } else { (n, 1) };
+        let b_at = |p: usize, j: usize| b[p * b_rows + j * b_columns];
         let mut c = vec![1.0f32; m * n];
         // Safety: the address is the kernel `check` is given; the descriptors fit the buffers.
         let kernel: Kernel = unsafe { std::mem::transmute(address) };
@@ -200,13 +207,13 @@ mod tests {
                 k as i64,
                 k as i64,
                 1,
-                bt.as_ptr(),
-                bt.as_ptr(),
+                b.as_ptr(),
+                b.as_ptr(),
                 0,
                 k as i64,
                 n as i64,
-                1,
-                k as i64,
+                b_rows as i64,
+                b_columns as i64,
                 c.as_mut_ptr(),
                 c.as_mut_ptr(),
                 0,
@@ -224,33 +231,45 @@ mod tests {
             }
             for i in 0..m {
                 for j in 0..n {
-                    let want: f32 =
-                        (0..k).map(|p| a[i * k + p] * bt[j * k + p]).sum::<f32>() * scale;
+                    let want: f32 = (0..k).map(|p| a[i * k + p] * b_at(p, j)).sum::<f32>() * scale;
                     let got = c[i * n + j];
                     assert!(
                         (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{i},{j}: {got} != {want}"
+                        "{m}x{k}x{n}, {i},{j}: {got} != {want}"
                     );
                 }
             }
         }
     }
 
-    fn address(symbols: &[(String, usize)]) -> usize {
-        symbols
-            .iter()
-            .find(|(name, _)| *name == kernel_name("f32", false))
-            .map(|(_, address)| *address)
-            .expect("the sequential float32 kernel")
+    /// Shapes that split the work by column panels (B at least as wide as A is tall) and by
+    /// rows, with edge tiles both ways and more than one block of contracted indices.
+    const SHAPES: [(usize, usize, usize); 4] =
+        [(20, 30, 40), (70, 300, 33), (9, 260, 130), (130, 64, 70)];
+
+    /// Both float32 kernels, sequential and threaded, on every shape with B both ways.
+    fn check_all(symbols: &[(String, usize)]) {
+        for threaded in [false, true] {
+            let address = symbols
+                .iter()
+                .find(|(name, _)| *name == kernel_name("f32", threaded))
+                .map(|(_, address)| *address)
+                .expect("the float32 kernel");
+            for shape in SHAPES {
+                for transposed in [true, false] {
+                    check(address, shape, transposed);
+                }
+            }
+        }
     }
 
     #[test]
     fn the_kernels_in_use_multiply() {
-        check(address(symbols().expect("the kernels load")));
+        check_all(symbols().expect("the kernels load"));
     }
 
     #[test]
     fn kernels_compiled_for_this_cpu_multiply() {
-        check(address(&compiled_here().expect("the kernels compile")));
+        check_all(&compiled_here().expect("the kernels compile"));
     }
 }

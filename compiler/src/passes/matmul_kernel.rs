@@ -98,7 +98,7 @@ fn run(module: OperationRef<'_, '_>, kind: Kernel) {
         if found.iter().any(|m| m.element == element) {
             let name = kernel_name(element, threaded);
             let text = match kind {
-                Kernel::InModule => kernel_text(element, &name, false),
+                Kernel::InModule => kernel_text(element, &name, false, false),
                 Kernel::Prebuilt | Kernel::PrebuiltThreaded => kernel_declaration(element, &name),
             };
             let kernel = Module::parse(context, &text)
@@ -362,7 +362,7 @@ mod tests {
     fn kernels_parse_and_verify() {
         let context = ferrax_dialects::create_context();
         for element in ["f32", "f64"] {
-            let text = kernel_text(element, &kernel_name(element, false), false);
+            let text = kernel_text(element, &kernel_name(element, false), false, false);
             let module = Module::parse(&context, &text).expect("the kernel parses");
             assert!(module.as_operation().verify());
         }
