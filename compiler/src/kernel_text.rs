@@ -237,168 +237,174 @@ const KERNEL: &str = r#"func.func {VISIBILITY}@{NAME}(%A: {SA}, %B: {SA}, %C: {S
     %ihigh = arith.select %bycolumns, %M, %ihigh1 : index
     %qcount = arith.subi %qhigh, %qlow : index
     %mshare = arith.subi %ihigh, %ilow : index
-    // Blocks of at most MC_MAX rows, whole tiles each.
-    %blocks0 = arith.ceildivui %mshare, %cMC : index
-    %blocks1 = arith.maxui %blocks0, %c1 : index
-    %mc0 = arith.ceildivui %mshare, %blocks1 : index
-    %mc1 = arith.ceildivui %mc0, %cMR : index
-    %MC = arith.muli %mc1, %cMR : index
-    %bwidth = arith.muli %qcount, %cNR : index
-    %bsize = arith.muli %bwidth, %cKC : index
-    %asize = arith.muli %MC, %cKC : index
-    %Bp = memref.alloc(%bsize) {alignment = 64 : i64} : memref<?x{T}>
-    %Ap = memref.alloc(%asize) {alignment = 64 : i64} : memref<?x{T}>
-    %scratch = memref.alloc() {alignment = 64 : i64} : memref<{MR}x{NR}x{T}>
-    %qwhole = arith.minui %qhigh, %wholepanels : index
-    %qvectors0 = arith.select %brows, %qwhole, %qlow : index
-    %qvectors = arith.maxui %qvectors0, %qlow : index
-    scf.for %pc = %c0 to %K step %cKC {
-      %krest = arith.subi %K, %pc : index
-      %kc = arith.minui %krest, %cKC : index
-      %first = arith.cmpi eq, %pc, %c0 : index
-      %overwrite = arith.andi %first, %add : i1
-      // Copy B[pc : pc + kc, the share's panels] into panels of NR columns: panel q at
-      // (q - qlow) * NR * kc, element (k, c) of it at k * NR + c; columns past N are zero.
-      // Where B's rows are contiguous, the whole panels are copied a row of B at a time, in
-      // vectors (reading B in order); the other panels one by one.
-      scf.for %k = %c0 to %kc step %c1 {
-        %kk = arith.addi %pc, %k : index
-        %kn = arith.muli %k, %cNR : index
-        scf.for %q = %qlow to %qvectors step %c1 {
+    // A share without rows or columns (more threads than work) copies nothing.
+    %hasrows = arith.cmpi ugt, %mshare, %c0 : index
+    %hascolumns = arith.cmpi ugt, %qcount, %c0 : index
+    %work = arith.andi %hasrows, %hascolumns : i1
+    scf.if %work {
+      // Blocks of at most MC_MAX rows, whole tiles each.
+      %blocks0 = arith.ceildivui %mshare, %cMC : index
+      %blocks1 = arith.maxui %blocks0, %c1 : index
+      %mc0 = arith.ceildivui %mshare, %blocks1 : index
+      %mc1 = arith.ceildivui %mc0, %cMR : index
+      %MC = arith.muli %mc1, %cMR : index
+      %bwidth = arith.muli %qcount, %cNR : index
+      %bsize = arith.muli %bwidth, %cKC : index
+      %asize = arith.muli %MC, %cKC : index
+      %Bp = memref.alloc(%bsize) {alignment = 64 : i64} : memref<?x{T}>
+      %Ap = memref.alloc(%asize) {alignment = 64 : i64} : memref<?x{T}>
+      %scratch = memref.alloc() {alignment = 64 : i64} : memref<{MR}x{NR}x{T}>
+      %qwhole = arith.minui %qhigh, %wholepanels : index
+      %qvectors0 = arith.select %brows, %qwhole, %qlow : index
+      %qvectors = arith.maxui %qvectors0, %qlow : index
+      scf.for %pc = %c0 to %K step %cKC {
+        %krest = arith.subi %K, %pc : index
+        %kc = arith.minui %krest, %cKC : index
+        %first = arith.cmpi eq, %pc, %c0 : index
+        %overwrite = arith.andi %first, %add : i1
+        // Copy B[pc : pc + kc, the share's panels] into panels of NR columns: panel q at
+        // (q - qlow) * NR * kc, element (k, c) of it at k * NR + c; columns past N are zero.
+        // Where B's rows are contiguous, the whole panels are copied a row of B at a time, in
+        // vectors (reading B in order); the other panels one by one.
+        scf.for %k = %c0 to %kc step %c1 {
+          %kk = arith.addi %pc, %k : index
+          %kn = arith.muli %k, %cNR : index
+          scf.for %q = %qlow to %qvectors step %c1 {
+            %qn = arith.muli %q, %cNR : index
+            %ql = arith.subi %q, %qlow : index
+            %qln = arith.muli %ql, %cNR : index
+            %qb = arith.muli %qln, %kc : index
+            %ko = arith.addi %qb, %kn : index
+{PACK_VECTORS}        }
+        }
+        scf.for %q = %qvectors to %qhigh step %c1 {
           %qn = arith.muli %q, %cNR : index
           %ql = arith.subi %q, %qlow : index
           %qln = arith.muli %ql, %cNR : index
           %qb = arith.muli %qln, %kc : index
-          %ko = arith.addi %qb, %kn : index
-{PACK_VECTORS}        }
-      }
-      scf.for %q = %qvectors to %qhigh step %c1 {
-        %qn = arith.muli %q, %cNR : index
-        %ql = arith.subi %q, %qlow : index
-        %qln = arith.muli %ql, %cNR : index
-        %qb = arith.muli %qln, %kc : index
-        %qend = arith.addi %qn, %cNR : index
-        %wholepanel = arith.cmpi ule, %qend, %N : index
-        %bytransposed = arith.andi %wholepanel, %bcolumns : i1
-        scf.if %bytransposed {
-          scf.for %c = %c0 to %cNR step %c1 {
-            %j = arith.addi %qn, %c : index
-            %qc = arith.addi %qb, %c : index
-            scf.for %k = %c0 to %kc step %c1 {
-              %kk = arith.addi %pc, %k : index
-              %x = memref.load %B[%kk, %j] : {SA}
-              %kn = arith.muli %k, %cNR : index
-              %d = arith.addi %qc, %kn : index
-              memref.store %x, %Bp[%d] : memref<?x{T}>
-            }
-          }
-        } else {
-          scf.for %k = %c0 to %kc step %c1 {
-            %kk = arith.addi %pc, %k : index
-            %kn = arith.muli %k, %cNR : index
-            %ko = arith.addi %qb, %kn : index
+          %qend = arith.addi %qn, %cNR : index
+          %wholepanel = arith.cmpi ule, %qend, %N : index
+          %bytransposed = arith.andi %wholepanel, %bcolumns : i1
+          scf.if %bytransposed {
             scf.for %c = %c0 to %cNR step %c1 {
               %j = arith.addi %qn, %c : index
-              %inside = arith.cmpi ult, %j, %N : index
-              %v = scf.if %inside -> {T} {
+              %qc = arith.addi %qb, %c : index
+              scf.for %k = %c0 to %kc step %c1 {
+                %kk = arith.addi %pc, %k : index
                 %x = memref.load %B[%kk, %j] : {SA}
-                scf.yield %x : {T}
-              } else {
-                scf.yield %zero : {T}
+                %kn = arith.muli %k, %cNR : index
+                %d = arith.addi %qc, %kn : index
+                memref.store %x, %Bp[%d] : memref<?x{T}>
               }
-              %d = arith.addi %ko, %c : index
-              memref.store %v, %Bp[%d] : memref<?x{T}>
             }
-          }
-        }
-      }
-      scf.for %i0 = %ilow to %ihigh step %MC {
-        %mrest = arith.subi %ihigh, %i0 : index
-        %mc = arith.minui %mrest, %MC : index
-        %apanels = arith.ceildivui %mc, %cMR : index
-        // Copy A[i0 : i0 + mc, pc : pc + kc] into panels of MR rows: panel p, element (k, r)
-        // at p * MR * kc + k * MR + r; rows past the share's are zero.
-        scf.for %p = %c0 to %apanels step %c1 {
-          %pm = arith.muli %p, %cMR : index
-          %pb = arith.muli %pm, %kc : index
-          %ip = arith.addi %i0, %pm : index
-          %pend = arith.addi %ip, %cMR : index
-          %wholerows = arith.cmpi ule, %pend, %ihigh : index
-          %byrows = arith.andi %wholerows, %arows : i1
-          scf.if %byrows {
-            scf.for %k = %c0 to %kc step %c1 {
-              %kk = arith.addi %pc, %k : index
-              %km = arith.muli %k, %cMR : index
-              %ko = arith.addi %pb, %km : index
-{PACK_ROWS}            }
           } else {
             scf.for %k = %c0 to %kc step %c1 {
               %kk = arith.addi %pc, %k : index
-              %km = arith.muli %k, %cMR : index
-              %ko = arith.addi %pb, %km : index
-              scf.for %r = %c0 to %cMR step %c1 {
-                %i = arith.addi %ip, %r : index
-                %inside = arith.cmpi ult, %i, %ihigh : index
+              %kn = arith.muli %k, %cNR : index
+              %ko = arith.addi %qb, %kn : index
+              scf.for %c = %c0 to %cNR step %c1 {
+                %j = arith.addi %qn, %c : index
+                %inside = arith.cmpi ult, %j, %N : index
                 %v = scf.if %inside -> {T} {
-                  %x = memref.load %A[%i, %kk] : {SA}
+                  %x = memref.load %B[%kk, %j] : {SA}
                   scf.yield %x : {T}
                 } else {
                   scf.yield %zero : {T}
                 }
-                %d = arith.addi %ko, %r : index
-                memref.store %v, %Ap[%d] : memref<?x{T}>
+                %d = arith.addi %ko, %c : index
+                memref.store %v, %Bp[%d] : memref<?x{T}>
               }
             }
           }
         }
-        scf.for %q = %qlow to %qhigh step %c1 {
-          %j0 = arith.muli %q, %cNR : index
-          %ql = arith.subi %q, %qlow : index
-          %qln = arith.muli %ql, %cNR : index
-          %qb = arith.muli %qln, %kc : index
-          %nrest = arith.subi %N, %j0 : index
-          %nwhole = arith.cmpi uge, %nrest, %cNR : index
+        scf.for %i0 = %ilow to %ihigh step %MC {
+          %mrest = arith.subi %ihigh, %i0 : index
+          %mc = arith.minui %mrest, %MC : index
+          %apanels = arith.ceildivui %mc, %cMR : index
+          // Copy A[i0 : i0 + mc, pc : pc + kc] into panels of MR rows: panel p, element (k, r)
+          // at p * MR * kc + k * MR + r; rows past the share's are zero.
           scf.for %p = %c0 to %apanels step %c1 {
             %pm = arith.muli %p, %cMR : index
             %pb = arith.muli %pm, %kc : index
             %ip = arith.addi %i0, %pm : index
-            %tile:{ACCUMULATORS} = scf.for %k = %c0 to %kc step %c1 iter_args({ITER_ARGS}) -> ({VECTORS}) {
-              %kn = arith.muli %k, %cNR : index
-              %bo = arith.addi %qb, %kn : index
-              %km = arith.muli %k, %cMR : index
-              %ao = arith.addi %pb, %km : index
-{STEP}              scf.yield {NEXT} : {VECTORS}
+            %pend = arith.addi %ip, %cMR : index
+            %wholerows = arith.cmpi ule, %pend, %ihigh : index
+            %byrows = arith.andi %wholerows, %arows : i1
+            scf.if %byrows {
+              scf.for %k = %c0 to %kc step %c1 {
+                %kk = arith.addi %pc, %k : index
+                %km = arith.muli %k, %cMR : index
+                %ko = arith.addi %pb, %km : index
+{PACK_ROWS}            }
+            } else {
+              scf.for %k = %c0 to %kc step %c1 {
+                %kk = arith.addi %pc, %k : index
+                %km = arith.muli %k, %cMR : index
+                %ko = arith.addi %pb, %km : index
+                scf.for %r = %c0 to %cMR step %c1 {
+                  %i = arith.addi %ip, %r : index
+                  %inside = arith.cmpi ult, %i, %ihigh : index
+                  %v = scf.if %inside -> {T} {
+                    %x = memref.load %A[%i, %kk] : {SA}
+                    scf.yield %x : {T}
+                  } else {
+                    scf.yield %zero : {T}
+                  }
+                  %d = arith.addi %ko, %r : index
+                  memref.store %v, %Ap[%d] : memref<?x{T}>
+                }
+              }
             }
-            %mleft = arith.subi %ihigh, %ip : index
-            %mwhole = arith.cmpi uge, %mleft, %cMR : index
-            %whole = arith.andi %mwhole, %nwhole : i1
-            scf.if %whole {
+          }
+          scf.for %q = %qlow to %qhigh step %c1 {
+            %j0 = arith.muli %q, %cNR : index
+            %ql = arith.subi %q, %qlow : index
+            %qln = arith.muli %ql, %cNR : index
+            %qb = arith.muli %qln, %kc : index
+            %nrest = arith.subi %N, %j0 : index
+            %nwhole = arith.cmpi uge, %nrest, %cNR : index
+            scf.for %p = %c0 to %apanels step %c1 {
+              %pm = arith.muli %p, %cMR : index
+              %pb = arith.muli %pm, %kc : index
+              %ip = arith.addi %i0, %pm : index
+              %tile:{ACCUMULATORS} = scf.for %k = %c0 to %kc step %c1 iter_args({ITER_ARGS}) -> ({VECTORS}) {
+                %kn = arith.muli %k, %cNR : index
+                %bo = arith.addi %qb, %kn : index
+                %km = arith.muli %k, %cMR : index
+                %ao = arith.addi %pb, %km : index
+{STEP}              scf.yield {NEXT} : {VECTORS}
+              }
+              %mleft = arith.subi %ihigh, %ip : index
+              %mwhole = arith.cmpi uge, %mleft, %cMR : index
+              %whole = arith.andi %mwhole, %nwhole : i1
+              scf.if %whole {
 {STORE_FULL}            } else {
 {STORE_SCRATCH}              %mlimit = arith.minui %mleft, %cMR : index
-              %nlimit = arith.minui %nrest, %cNR : index
-              scf.for %r = %c0 to %mlimit step %c1 {
-                scf.for %c = %c0 to %nlimit step %c1 {
-                  %t = memref.load %scratch[%r, %c] : memref<{MR}x{NR}x{T}>
-                  %i = arith.addi %ip, %r : index
-                  %j = arith.addi %j0, %c : index
-                  %x = scf.if %overwrite -> {T} {
-                    scf.yield %t : {T}
-                  } else {
-                    %old = memref.load %C[%i, %j] : {SC}
-                    %sum = arith.addf %old, %t : {T}
-                    scf.yield %sum : {T}
+                %nlimit = arith.minui %nrest, %cNR : index
+                scf.for %r = %c0 to %mlimit step %c1 {
+                  scf.for %c = %c0 to %nlimit step %c1 {
+                    %t = memref.load %scratch[%r, %c] : memref<{MR}x{NR}x{T}>
+                    %i = arith.addi %ip, %r : index
+                    %j = arith.addi %j0, %c : index
+                    %x = scf.if %overwrite -> {T} {
+                      scf.yield %t : {T}
+                    } else {
+                      %old = memref.load %C[%i, %j] : {SC}
+                      %sum = arith.addf %old, %t : {T}
+                      scf.yield %sum : {T}
+                    }
+                    memref.store %x, %C[%i, %j] : {SC}
                   }
-                  memref.store %x, %C[%i, %j] : {SC}
                 }
               }
             }
           }
         }
       }
+      memref.dealloc %scratch : memref<{MR}x{NR}x{T}>
+      memref.dealloc %Ap : memref<?x{T}>
+      memref.dealloc %Bp : memref<?x{T}>
     }
-    memref.dealloc %scratch : memref<{MR}x{NR}x{T}>
-    memref.dealloc %Ap : memref<?x{T}>
-    memref.dealloc %Bp : memref<?x{T}>
     scf.reduce
   }
   return
