@@ -247,9 +247,13 @@ mod tests {
     const SHAPES: [(usize, usize, usize); 4] =
         [(20, 30, 40), (70, 300, 33), (9, 260, 130), (130, 64, 70)];
 
-    /// Both float32 kernels, sequential and threaded, on every shape with B both ways.
+    /// Both float32 kernels, sequential and threaded, on every shape with B both ways; the
+    /// threaded one also with more threads than some shapes have work for.
     fn check_all(symbols: &[(String, usize)]) {
-        for threaded in [false, true] {
+        for (threaded, threads) in [(false, None), (true, None), (true, Some(7))] {
+            if let Some(threads) = threads {
+                set_threads(threads);
+            }
             let address = symbols
                 .iter()
                 .find(|(name, _)| *name == kernel_name("f32", threaded))
@@ -260,6 +264,18 @@ mod tests {
                     check(address, shape, transposed);
                 }
             }
+        }
+    }
+
+    /// Sets the number of OpenMP threads of this test's thread (libomp is loaded by then).
+    fn set_threads(threads: i32) {
+        let process = libloading::os::unix::Library::this();
+        // Safety: `omp_set_num_threads` has this C signature.
+        unsafe {
+            let set = process
+                .get::<unsafe extern "C" fn(i32)>(b"omp_set_num_threads")
+                .expect("libomp is loaded");
+            set(threads);
         }
     }
 
