@@ -140,7 +140,8 @@ pub fn kernel_text(element: &str, name: &str, public: bool, threaded: bool) -> S
             memref.store %pa{r}, %Ap[%po{r}] : memref<?x{{T}}>\n"
         );
     }
-    let mut constants: Vec<usize> = (0..MR.max(3))
+    // The rows' offsets (0 and 1 are used whatever MR is) and the vectors' columns.
+    let mut constants: Vec<usize> = (0..MR.max(2))
         .chain((0..VECTORS_PER_ROW).map(|v| v * lanes))
         .collect();
     constants.sort_unstable();
@@ -243,9 +244,8 @@ const KERNEL: &str = r#"func.func {VISIBILITY}@{NAME}(%A: {SA}, %B: {SA}, %C: {S
     %work = arith.andi %hasrows, %hascolumns : i1
     scf.if %work {
       // Blocks of at most MC_MAX rows, whole tiles each.
-      %blocks0 = arith.ceildivui %mshare, %cMC : index
-      %blocks1 = arith.maxui %blocks0, %c1 : index
-      %mc0 = arith.ceildivui %mshare, %blocks1 : index
+      %blocks = arith.ceildivui %mshare, %cMC : index
+      %mc0 = arith.ceildivui %mshare, %blocks : index
       %mc1 = arith.ceildivui %mc0, %cMR : index
       %MC = arith.muli %mc1, %cMR : index
       %bwidth = arith.muli %qcount, %cNR : index

@@ -550,7 +550,6 @@ impl<'c, 'a> Lowering<'c, 'a> {
         Ok(unsafe { Value::from_raw(value.to_raw()) })
     }
 
-    /// A constant tensor of `ty` with every element `value` (-1 is all ones for bool).
     /// `exp(x)` for float32 without a libm call, so loops vectorise: range reduction by ln 2 as
     /// in Cephes' `expf`, a degree-6 polynomial `p` of the remainder, times `2^n`, added to
     /// `p`'s exponent bits. `n` comes from rounding `x * log2(e)` by adding `1.5 * 2^23`,
@@ -625,6 +624,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
         self.op("arith.select", &[overflow, special, result], ty, &[])
     }
 
+    /// A constant tensor of `ty` with every element `value` (-1 is all ones for bool).
     fn splat(&self, ty: Type<'c>, value: f64) -> LResult<'c, 'a> {
         if shape(ty)?.contains(&DYNAMIC) {
             let scalar_type: Type<'c> = RankedTensorType::new(&[], element_type(ty)?, None).into();
@@ -1006,10 +1006,11 @@ impl<'c, 'a> Lowering<'c, 'a> {
         axes: &[i64],
         ty: Type<'c>,
     ) -> LResult<'c, 'a> {
-        if let Some(chunks) = split_reduction_chunks(&shape(x.r#type())?, axes) {
+        let input_shape = shape(x.r#type())?;
+        if let Some(chunks) = split_reduction_chunks(&input_shape, axes) {
             // Reduce `chunks` contiguous pieces of the input (a parallel loop over the pieces),
             // then the partial results.
-            let size: i64 = shape(x.r#type())?.iter().product();
+            let size: i64 = input_shape.iter().product();
             let pieces = RankedTensorType::new(
                 &[chunks as u64, (size / chunks) as u64],
                 element_type(x.r#type())?,
@@ -1021,7 +1022,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
             return self.reduce(partial, reduce_kind, &[0], ty);
         }
         let k = kind(ty)?;
-        let rank = shape(x.r#type())?.len();
+        let rank = input_shape.len();
         let element = element_type(ty)?;
         let identity = match (reduce_kind, k) {
             ("sum", _) => String::from(if k == Kind::Float { "0.0" } else { "0" }),
