@@ -119,10 +119,11 @@ def main():
             ratio = f"{call_s / jax_call:.2f}" if call_s and jax_call else "-"
             ferrax_call = show(call_s) if error is None else f"error: {error[:60]}"
             print(f"| {name} | {show(compile_s)} | {ferrax_call} | {show(first)} | {show(jax_call)} | {ratio} |", flush=True)
-            per_call[function] = [t for t in (call_s, jax_call) if t]
-    if per_call.get("selu") and per_call.get("stream"):
-        stream = min(per_call["stream"])
-        print(f"\nSELU (Ferrax) / the faster x + 1 (8 MB moved): {per_call['selu'][0] / stream:.2f}")
+            per_call[function] = (call_s, jax_call)
+    selu = per_call.get("selu", (None, None))[0]
+    streams = [t for t in per_call.get("stream", ()) if t]
+    if selu and streams:
+        print(f"\nSELU (Ferrax) / the faster x + 1 (8 MB moved): {selu / min(streams):.2f}")
 
 
 if __name__ == "__main__":

@@ -35,22 +35,9 @@ fn main() {
     let mut objects = vec![];
     for threaded in [false, true] {
         let variant = if threaded { "threaded" } else { "sequential" };
-        let mut text: Vec<String> = ["f32", "f64"]
-            .iter()
-            .map(|e| {
-                kernel_text::kernel_text(e, &kernel_text::kernel_name(e, threaded), true, threaded)
-            })
-            .collect();
-        if threaded {
-            text.push(kernel_text::THREADS_DECLARATION.to_string());
-        }
+        let (text, pipeline) = kernel_text::kernels_module(threaded);
         let source = out.join(format!("{variant}.mlir"));
-        std::fs::write(&source, text.join("\n")).expect("OUT_DIR is writable");
-        let pipeline = if threaded {
-            kernel_text::THREADED_KERNEL_PIPELINE
-        } else {
-            kernel_text::KERNEL_PIPELINE
-        };
+        std::fs::write(&source, text).expect("OUT_DIR is writable");
         let lowered = out.join(format!("{variant}.llvm.mlir"));
         run(tool("mlir-opt")
             .arg(&source)

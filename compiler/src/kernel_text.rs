@@ -3,9 +3,8 @@
 //! and `C` of `M x N` (rows contiguous).
 //!
 //! `matmul-kernel` adds it to modules that compile it (libraries); the build compiles it
-//! once, with `KERNEL_PIPELINE` and `THREADED_KERNEL_PIPELINE`, into the kernels the JIT
-//! calls (`build.rs`, `kernels`). This file uses nothing from the crate, so that `build.rs`
-//! can include it.
+//! once (`kernels_module`, `build.rs`) into the kernels the JIT calls (`kernels`). This file
+//! uses nothing from the crate, so that `build.rs` can include it.
 //!
 //! The scheme: the work is split in shares, one per thread (one without threads): ranges of
 //! `NR`-column panels of `C` when `B` is at least as wide as `A` is tall and has a panel for
@@ -50,17 +49,32 @@ pub fn kernel_declaration(element: &str, name: &str) -> String {
 }
 
 /// The passes that lower the kernel (scf, vector, memref on its own) to the LLVM dialect.
-pub const KERNEL_PIPELINE: &str = "builtin.module(expand-strided-metadata,lower-affine,convert-scf-to-cf,\
+const KERNEL_PIPELINE: &str = "builtin.module(expand-strided-metadata,lower-affine,convert-scf-to-cf,\
      convert-vector-to-llvm,finalize-memref-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,\
      reconcile-unrealized-casts)";
 
 /// `KERNEL_PIPELINE` with the kernel's parallel loops on OpenMP.
-pub const THREADED_KERNEL_PIPELINE: &str = "builtin.module(convert-scf-to-openmp,canonicalize,expand-strided-metadata,\
+const THREADED_KERNEL_PIPELINE: &str = "builtin.module(convert-scf-to-openmp,canonicalize,expand-strided-metadata,\
      lower-affine,convert-scf-to-cf,convert-vector-to-llvm,convert-openmp-to-llvm,finalize-memref-to-llvm,\
      convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,reconcile-unrealized-casts)";
 
 /// The declaration of the OpenMP runtime function that threaded kernels call, once per module.
-pub const THREADS_DECLARATION: &str = "func.func private @omp_get_max_threads() -> i32";
+const THREADS_DECLARATION: &str = "func.func private @omp_get_max_threads() -> i32";
+
+/// The module of the public float32 and float64 kernels, threaded or not, and the pipeline
+/// that lowers it to the LLVM dialect: what `build.rs` and `kernels::compiled_here` compile.
+pub fn kernels_module(threaded: bool) -> (String, &'static str) {
+    let mut text: Vec<String> = ["f32", "f64"]
+        .iter()
+        .map(|e| kernel_text(e, &kernel_name(e, threaded), true, threaded))
+        .collect();
+    if threaded {
+        text.push(THREADS_DECLARATION.to_string());
+        (text.join("\n"), THREADED_KERNEL_PIPELINE)
+    } else {
+        (text.join("\n"), KERNEL_PIPELINE)
+    }
+}
 
 /// The kernel for `element` (`f32` or `f64`) as a `func.func` named `name`, private or
 /// public; `threaded`, it shares its work among OpenMP's threads (its module needs

@@ -4,9 +4,7 @@
 //! global symbols; elsewhere (or where that library does not load), the same kernels
 //! compiled for this CPU by MLIR's JIT, once per process.
 
-use crate::kernel_text::{
-    KERNEL_PIPELINE, THREADED_KERNEL_PIPELINE, THREADS_DECLARATION, kernel_name, kernel_text,
-};
+use crate::kernel_text::{kernel_name, kernels_module};
 use melior::{ir::Module, pass::PassManager, utility::parse_pass_pipeline};
 use std::sync::OnceLock;
 
@@ -99,26 +97,10 @@ pub fn compiled_here() -> Result<Vec<(String, usize)>, String> {
     let context: &'static melior::Context = Box::leak(Box::new(ferrax_dialects::create_context()));
     let mut symbols = vec![];
     for threaded in [false, true] {
-        let names: Vec<String> = ["f32", "f64"]
-            .iter()
-            .map(|e| kernel_name(e, threaded))
-            .collect();
-        let mut text: Vec<String> = ["f32", "f64"]
-            .iter()
-            .zip(&names)
-            .map(|(e, name)| kernel_text(e, name, true, threaded))
-            .collect();
-        if threaded {
-            text.push(THREADS_DECLARATION.to_string());
-        }
-        let mut module = Module::parse(context, &text.join("\n"))
+        let (text, pipeline) = kernels_module(threaded);
+        let mut module = Module::parse(context, &text)
             .ok_or("internal error: the matmul kernel does not parse")?;
         let manager = PassManager::new(context);
-        let pipeline = if threaded {
-            THREADED_KERNEL_PIPELINE
-        } else {
-            KERNEL_PIPELINE
-        };
         parse_pass_pipeline(manager.as_operation_pass_manager(), pipeline)
             .map_err(|e| format!("internal error: {e}"))?;
         manager
@@ -141,7 +123,7 @@ pub fn compiled_here() -> Result<Vec<(String, usize)>, String> {
         if engine.ptr.is_null() {
             return Err(String::from("LLVM could not compile the matmul kernel"));
         }
-        for name in names {
+        for name in ["f32", "f64"].map(|element| kernel_name(element, threaded)) {
             // Safety: the engine is alive for the rest of the process.
             let address = unsafe {
                 mlir_sys::mlirExecutionEngineLookup(engine, melior::StringRef::new(&name).to_raw())
