@@ -7,7 +7,8 @@ def selu(x, alpha=1.6732632423543772, scale=1.0507009873554805):
     return scale * jnp.where(x > 0, x, alpha * jnp.exp(x) - alpha)
 
 
-# Reads 4 MB and writes 4 MB for 1M float32: the memory-traffic reference for SELU.
+# Reads and writes 8 bytes per element, as SELU does: the traffic reference for SELU, on 1M
+# float32 (8 MB, which stays in cache from call to call) and on 16M (from memory).
 def stream(x):
     return x + 1.0
 
