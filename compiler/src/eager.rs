@@ -66,18 +66,14 @@ pub fn run(
 
 fn from_array(array: &ferrax_runtime::Array) -> EResult<Tensor> {
     Ok(Tensor {
-        dtype: crate::session::compiler_dtype(array.dtype),
+        dtype: array.dtype,
         shape: array.shape.clone(),
         data: (0..array.len()).map(|i| array.get(i)).collect(),
     })
 }
 
 fn to_array(tensor: &Tensor) -> ferrax_runtime::Array {
-    ferrax_runtime::Array::from_f64(
-        crate::session::runtime_dtype(tensor.dtype),
-        tensor.shape.clone(),
-        &tensor.data,
-    )
+    ferrax_runtime::Array::from_f64(tensor.dtype, tensor.shape.clone(), &tensor.data)
 }
 
 fn key(value: MlirValue) -> usize {

@@ -252,7 +252,7 @@ impl Session {
                     (array, weak)
                 }
             };
-            let dtype = compiler_dtype(array.dtype);
+            let dtype = array.dtype;
             let ty = ArrayType {
                 dtype,
                 shape: array.shape.iter().map(|d| *d as i64).collect(),
@@ -669,12 +669,7 @@ fn output_arrays(output: &Output) -> Vec<Array> {
     collect_leaves(output, &mut leaves);
     leaves
         .iter()
-        .map(|ty| {
-            Array::zeros(
-                runtime_dtype(ty.dtype),
-                ty.shape.iter().map(|d| *d as usize).collect(),
-            )
-        })
+        .map(|ty| Array::zeros(ty.dtype, ty.shape.iter().map(|d| *d as usize).collect()))
         .collect()
 }
 
@@ -763,28 +758,6 @@ fn sanitise(name: &str) -> String {
             }
         })
         .collect()
-}
-
-/// The compiler's dtype of a runtime array's.
-pub fn compiler_dtype(dtype: ferrax_runtime::DType) -> DType {
-    match dtype {
-        ferrax_runtime::DType::Bool => DType::Bool,
-        ferrax_runtime::DType::I32 => DType::I32,
-        ferrax_runtime::DType::I64 => DType::I64,
-        ferrax_runtime::DType::F32 => DType::F32,
-        ferrax_runtime::DType::F64 => DType::F64,
-    }
-}
-
-/// The runtime's dtype of a compiler's.
-pub fn runtime_dtype(dtype: DType) -> ferrax_runtime::DType {
-    match dtype {
-        DType::Bool => ferrax_runtime::DType::Bool,
-        DType::I32 => ferrax_runtime::DType::I32,
-        DType::I64 => ferrax_runtime::DType::I64,
-        DType::F32 => ferrax_runtime::DType::F32,
-        DType::F64 => ferrax_runtime::DType::F64,
-    }
 }
 
 fn collect_leaves(output: &Output, leaves: &mut Vec<ArrayType>) {

@@ -37,11 +37,42 @@ impl DType {
         }
     }
 
+    /// The short form signatures use (`f32`).
+    pub fn short(self) -> &'static str {
+        match self {
+            DType::Bool => "bool",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+        }
+    }
+
     /// The dtype of a NumPy name.
     pub fn from_name(name: &str) -> Option<DType> {
         [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64]
             .into_iter()
             .find(|d| d.name() == name)
+    }
+
+    /// The dtype of a short form, a NumPy name, or MLIR's `i1` (bool).
+    pub fn parse(text: &str) -> Option<DType> {
+        Some(match text {
+            "bool" | "bool_" | "i1" => DType::Bool,
+            "i32" | "int32" => DType::I32,
+            "i64" | "int64" => DType::I64,
+            "f32" | "float32" => DType::F32,
+            "f64" | "float64" => DType::F64,
+            _ => return None,
+        })
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64)
+    }
+
+    pub fn is_int(self) -> bool {
+        matches!(self, DType::I32 | DType::I64)
     }
 
     /// Bytes per element (bool is one byte).

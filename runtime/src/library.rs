@@ -63,19 +63,9 @@ pub struct Param {
     pub shape: Vec<Dim>,
 }
 
-fn short(dtype: DType) -> &'static str {
-    match dtype {
-        DType::Bool => "bool",
-        DType::I32 => "i32",
-        DType::I64 => "i64",
-        DType::F32 => "f32",
-        DType::F64 => "f64",
-    }
-}
-
 fn describe(dtype: DType, shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    format!("{}[{}]", short(dtype), dims.join(", "))
+    format!("{}[{}]", dtype.short(), dims.join(", "))
 }
 
 /// The open sizes, inputs and outputs of an entry.
@@ -149,7 +139,7 @@ impl Signature {
                 Dim::Size(k) => self.sizes[*k].clone(),
             })
             .collect();
-        format!("{}[{}]", short(param.dtype), dims.join(", "))
+        format!("{}[{}]", param.dtype.short(), dims.join(", "))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Emission of fx ops for traced arrays: NumPy broadcasting, JAX's dtype promotion and the
 //! shape rules of each op, with the source location of the expression on every op.
 
-use super::value::{ArrayType, DType, Traced, Value, promote, shape_repr};
+use super::value::{ArrayType, DType, Traced, Value, mlir_element, promote, shape_repr};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::span::{SourceMap, Span};
 use ferrax_dialects::fx;
@@ -371,7 +371,7 @@ impl<'c, 'a> Emitter<'c, 'a> {
     /// The scalar of a rank-0 bool array, as an `i1` (`tensor.extract`).
     pub fn extract_scalar(&self, traced: &Traced, location: Location<'c>) -> MlirValue {
         let element =
-            Type::parse(self.context, traced.ty.dtype.mlir()).expect("element types parse");
+            Type::parse(self.context, mlir_element(traced.ty.dtype)).expect("element types parse");
         let operation = melior::ir::operation::OperationBuilder::new("tensor.extract", location)
             .add_operands(&[self.value(traced)])
             .add_results(&[element])
@@ -560,7 +560,7 @@ impl<'c, 'a> Emitter<'c, 'a> {
         let tensor = self.tensor_type(&ty);
         let shaped: Type<'c> = RankedTensorType::new(
             &ty.shape.iter().map(|d| *d as u64).collect::<Vec<_>>(),
-            Type::parse(self.context, ty.dtype.mlir()).expect("element types parse"),
+            Type::parse(self.context, mlir_element(ty.dtype)).expect("element types parse"),
             None,
         )
         .into();

@@ -8,83 +8,25 @@ use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    Bool,
-    I32,
-    I64,
-    F32,
-    F64,
+pub use ferrax_runtime::DType;
+
+/// The MLIR element type of a dtype (`f32`, `i1`).
+pub fn mlir_element(dtype: DType) -> &'static str {
+    match dtype {
+        DType::Bool => "i1",
+        DType::I32 => "i32",
+        DType::I64 => "i64",
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+    }
 }
 
-impl DType {
-    /// The NumPy name (`float32`).
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::Bool => "bool",
-            DType::I32 => "int32",
-            DType::I64 => "int64",
-            DType::F32 => "float32",
-            DType::F64 => "float64",
-        }
-    }
-
-    /// The MLIR element type (`f32`, `i1`).
-    pub fn mlir(self) -> &'static str {
-        match self {
-            DType::Bool => "i1",
-            DType::I32 => "i32",
-            DType::I64 => "i64",
-            DType::F32 => "f32",
-            DType::F64 => "f64",
-        }
-    }
-
-    /// The short form used in signatures (`f32`).
-    pub fn short(self) -> &'static str {
-        match self {
-            DType::Bool => "bool",
-            DType::I32 => "i32",
-            DType::I64 => "i64",
-            DType::F32 => "f32",
-            DType::F64 => "f64",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<DType> {
-        Some(match text {
-            "bool" | "bool_" | "i1" => DType::Bool,
-            "i32" | "int32" => DType::I32,
-            "i64" | "int64" => DType::I64,
-            "f32" | "float32" => DType::F32,
-            "f64" | "float64" => DType::F64,
-            _ => return None,
-        })
-    }
-
-    pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64)
-    }
-
-    pub fn is_int(self) -> bool {
-        matches!(self, DType::I32 | DType::I64)
-    }
-
-    /// bool < int < float.
-    fn category(self) -> u8 {
-        match self {
-            DType::Bool => 0,
-            DType::I32 | DType::I64 => 1,
-            DType::F32 | DType::F64 => 2,
-        }
-    }
-
-    fn width(self) -> u8 {
-        match self {
-            DType::Bool => 1,
-            DType::I32 | DType::F32 => 32,
-            DType::I64 | DType::F64 => 64,
-        }
+/// bool < int < float, for promotion.
+fn category(dtype: DType) -> u8 {
+    match dtype {
+        DType::Bool => 0,
+        DType::I32 | DType::I64 => 1,
+        DType::F32 | DType::F64 => 2,
     }
 }
 
@@ -116,7 +58,7 @@ impl ArrayType {
         for dim in &self.shape {
             text.push_str(&format!("{dim}x"));
         }
-        text.push_str(self.dtype.mlir());
+        text.push_str(mlir_element(self.dtype));
         text.push('>');
         text
     }
@@ -148,13 +90,9 @@ pub fn promote(a: (DType, bool), b: (DType, bool)) -> (DType, bool) {
     let ((da, wa), (db, wb)) = (a, b);
     match (wa, wb) {
         (false, false) | (true, true) => {
-            let dtype = if da.category() != db.category() {
-                if da.category() > db.category() {
-                    da
-                } else {
-                    db
-                }
-            } else if da.width() >= db.width() {
+            let dtype = if category(da) != category(db) {
+                if category(da) > category(db) { da } else { db }
+            } else if da.size() >= db.size() {
                 da
             } else {
                 db
@@ -167,7 +105,7 @@ pub fn promote(a: (DType, bool), b: (DType, bool)) -> (DType, bool) {
 }
 
 fn promote_weak(weak: DType, strong: DType) -> (DType, bool) {
-    if weak.category() <= strong.category() {
+    if category(weak) <= category(strong) {
         (strong, false)
     } else {
         (weak, true)
