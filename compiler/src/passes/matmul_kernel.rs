@@ -12,8 +12,9 @@
 //!          with `Kernel::InModule` the pass adds the kernel's MLIR to the module, once per
 //!          element type; with `Prebuilt` or `PrebuiltThreaded` it adds a declaration of the
 //!          sequential or threaded kernel built with the compiler (`crate::kernels`). When the
-//!          op before only zeroes `C` (a zero `linalg.fill`, or a copy of a zero-filled
-//!          buffer), it is removed and the kernel writes `C` instead of adding to it.
+//!          op before only zeroes `C` (a zero `linalg.fill`, or a copy of a buffer that a
+//!          zero `linalg.fill` set and nothing wrote since), it is removed and the kernel
+//!          writes `C` instead of adding to it.
 //! Keeps:   every other op; a `linalg.matmul` it does not match stays, for the loop lowering.
 
 use super::ir::{block_ops, op_name, operands, region_block, uses};
@@ -243,6 +244,8 @@ fn rewrite(context: &Context, matmul: &Matmul, kernel: &str) {
                 .expect("internal error: memref.transpose"),
         )
     };
+    // Before the views are inserted: it looks at the op before the product.
+    let zeroing = zero_initialisation(op, out);
     let a = view(lhs, matmul.lhs_transposed);
     let b = view(rhs, matmul.rhs_transposed);
     let c = insert(
@@ -252,7 +255,6 @@ fn rewrite(context: &Context, matmul: &Matmul, kernel: &str) {
             .build()
             .expect("internal error: memref.cast"),
     );
-    let zeroing = zero_initialisation(op, out);
     let accumulate = Attribute::parse(context, if zeroing.is_some() { "false" } else { "true" })
         .expect("internal error: i1 attribute");
     let bool_type = Type::parse(context, "i1").expect("internal error: i1");
@@ -283,14 +285,17 @@ fn rewrite(context: &Context, matmul: &Matmul, kernel: &str) {
 }
 
 /// The ops that only set `out` to zero before `matmul`, if its previous op does: a zero
-/// `linalg.fill` of `out`, or a `memref.copy` into `out` of a buffer that only a zero
-/// `linalg.fill` writes (bufferisation makes one zero buffer for every product and `select`
-/// that uses zeros), with that buffer's allocation, fill and deallocation once nothing else
-/// reads it.
+/// `linalg.fill` of `out`, or a `memref.copy` into `out` of a buffer that holds zeros then.
+/// Bufferisation makes one zero buffer for the products and `select`s that use zeros, and may
+/// reuse it later as a product's output: the buffer holds zeros at the copy when a zero
+/// `linalg.fill` comes first and everything that uses it in between only reads it. When
+/// nothing but such copies and reads uses the buffer, its allocation, fill and deallocation
+/// go too, with the last copy.
 fn zero_initialisation(matmul: MlirOperation, out: MlirValue) -> Option<Vec<MlirOperation>> {
     let ops = block_ops(unsafe { mlir_sys::mlirOperationGetBlock(matmul) });
     let position = ops.iter().position(|op| op.ptr == matmul.ptr)?;
-    let previous = *ops.get(position.checked_sub(1)?)?;
+    let copy_position = position.checked_sub(1)?;
+    let previous = ops[copy_position];
     let [source, target] = operands(previous)[..] else {
         return None;
     };
@@ -304,12 +309,10 @@ fn zero_initialisation(matmul: MlirOperation, out: MlirValue) -> Option<Vec<Mlir
         return None;
     }
     let alloc = unsafe { mlir_sys::mlirOpResultGetOwner(source) };
+    if op_name(alloc) != "memref.alloc" {
+        return None;
+    }
     let users = uses(source);
-    let fills: Vec<MlirOperation> = users
-        .iter()
-        .copied()
-        .filter(|user| op_name(*user) == "linalg.fill")
-        .collect();
     // Whether `user` only reads the buffer: a copy from it, or a linalg op with it among
     // its inputs only (its output is its last operand).
     let reads = |user: MlirOperation| match op_name(user).as_str() {
@@ -319,16 +322,31 @@ fn zero_initialisation(matmul: MlirOperation, out: MlirValue) -> Option<Vec<Mlir
         }
         _ => false,
     };
-    let only_zero_fill = op_name(alloc) == "memref.alloc"
-        && matches!(fills[..], [fill] if operands(fill).first().is_some_and(|v| is_zero(*v)))
-        && users.iter().all(|user| {
-            matches!(op_name(*user).as_str(), "linalg.fill" | "memref.dealloc") || reads(*user)
-        });
-    if !only_zero_fill {
+    let position_of = |user: MlirOperation| ops.iter().position(|op| op.ptr == user.ptr);
+    let fills: Vec<MlirOperation> = users
+        .iter()
+        .copied()
+        .filter(|user| op_name(*user) == "linalg.fill")
+        .collect();
+    let [fill] = fills[..] else { return None };
+    let fill_position = position_of(fill)?;
+    if fill_position > copy_position || !operands(fill).first().is_some_and(|v| is_zero(*v)) {
         return None;
     }
+    // Every use up to the copy only reads the zeros (ops after it cannot change them).
+    let zeros_at_copy = users.iter().all(|user| {
+        user.ptr == fill.ptr
+            || reads(*user)
+            || position_of(*user).is_some_and(|p| p > copy_position)
+    });
+    if !zeros_at_copy {
+        return None;
+    }
+    let only_reads = users.iter().all(|user| {
+        matches!(op_name(*user).as_str(), "linalg.fill" | "memref.dealloc") || reads(*user)
+    });
     let readers = users.iter().filter(|user| reads(**user)).count();
-    if readers > 1 {
+    if !only_reads || readers > 1 {
         return Some(vec![previous]);
     }
     let mut erased = vec![previous];
@@ -357,6 +375,56 @@ fn is_zero(value: MlirValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A product into a copy of a zero buffer, as bufferisation makes for `relu(x @ w)`, with
+    /// `between` placed after the zero fill and before the copy, and the zero buffer then
+    /// reused as a second product's output; returns the module after the pass.
+    fn after_pass(between: &str) -> String {
+        let text = format!(
+            r#"func.func @f(%x: memref<64x64xf32>, %w: memref<64x64xf32>, %y: memref<64x64xf32>, %z: memref<64x64xf32>) {{
+  %zero = arith.constant 0.0 : f32
+  %zeros = memref.alloc() : memref<64x64xf32>
+  linalg.fill ins(%zero : f32) outs(%zeros : memref<64x64xf32>)
+  {between}
+  %c = memref.alloc() : memref<64x64xf32>
+  memref.copy %zeros, %c : memref<64x64xf32> to memref<64x64xf32>
+  linalg.matmul ins(%x, %w : memref<64x64xf32>, memref<64x64xf32>) outs(%c : memref<64x64xf32>)
+  memref.copy %c, %y : memref<64x64xf32> to memref<64x64xf32>
+  linalg.matmul ins(%x, %w : memref<64x64xf32>, memref<64x64xf32>) outs(%zeros : memref<64x64xf32>)
+  memref.copy %zeros, %z : memref<64x64xf32> to memref<64x64xf32>
+  return
+}}"#
+        );
+        let context = ferrax_dialects::create_context();
+        let mut module = Module::parse(&context, &text).expect("the test module parses");
+        let manager = melior::pass::PassManager::new(&context);
+        manager.add_pass(create(Kernel::Prebuilt));
+        manager.run(&mut module).expect("the pass runs");
+        module.as_operation().to_string()
+    }
+
+    #[test]
+    fn a_product_into_zeros_overwrites_instead_of_adding() {
+        let ir = after_pass("");
+        // The first product writes its output without the copy of zeros; the second adds to
+        // the zero buffer itself, which its fill keeps zero.
+        assert_eq!(ir.matches("memref.copy").count(), 2, "{ir}");
+        assert_eq!(ir.matches("arith.constant false").count(), 1, "{ir}");
+        assert_eq!(ir.matches("arith.constant true").count(), 1, "{ir}");
+        assert_eq!(ir.matches("linalg.fill").count(), 1, "{ir}");
+    }
+
+    #[test]
+    fn zeros_written_before_the_copy_are_added_to() {
+        let ir = after_pass(
+            "linalg.matmul ins(%x, %w : memref<64x64xf32>, memref<64x64xf32>) outs(%zeros : memref<64x64xf32>)",
+        );
+        // The product right after the fill overwrites it; the copy of what it wrote stays,
+        // and the product into that copy adds to it.
+        assert_eq!(ir.matches("arith.constant false").count(), 1, "{ir}");
+        assert_eq!(ir.matches("arith.constant true").count(), 2, "{ir}");
+        assert_eq!(ir.matches("memref.copy").count(), 3, "{ir}");
+    }
 
     #[test]
     fn kernels_parse_and_verify() {
