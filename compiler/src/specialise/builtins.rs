@@ -1865,11 +1865,27 @@ struct Region {
 }
 
 fn basic_region(shape: &[i64], index: &Value, span: Span) -> DResult<Region> {
-    let items: Vec<Value> = match index {
+    let mut expanded = expand_ellipsis(&index_items(index), shape.len(), span)?;
+    let rank = shape.len();
+    let used = expanded
+        .iter()
+        .filter(|v| !matches!(v, Value::None))
+        .count();
+    expanded.extend(std::iter::repeat_n(full_slice(), rank - used));
+    region_of(shape, &expanded, span)
+}
+
+/// The items of an index: a tuple's elements, or the index itself.
+fn index_items(index: &Value) -> Vec<Value> {
+    match index {
         Value::Tuple(items) => items.as_ref().clone(),
         other => vec![other.clone()],
-    };
-    let rank = shape.len();
+    }
+}
+
+/// The items with `...` replaced by as many full slices as the dimensions the other items
+/// leave (`None` consumes none); an error for more items than dimensions or two `...`.
+fn expand_ellipsis(items: &[Value], rank: usize, span: Span) -> DResult<Vec<Value>> {
     let consuming = items
         .iter()
         .filter(|v| !matches!(v, Value::None) && !is_ellipsis(v))
@@ -1886,7 +1902,7 @@ fn basic_region(shape: &[i64], index: &Value, span: Span) -> DResult<Region> {
     }
     let mut expanded = vec![];
     let mut seen_ellipsis = false;
-    for item in items {
+    for item in items.iter().cloned() {
         if is_ellipsis(&item) {
             if seen_ellipsis {
                 return Err(Diagnostic::new(
@@ -1901,11 +1917,11 @@ fn basic_region(shape: &[i64], index: &Value, span: Span) -> DResult<Region> {
             expanded.push(item);
         }
     }
-    let used = expanded
-        .iter()
-        .filter(|v| !matches!(v, Value::None))
-        .count();
-    expanded.extend(std::iter::repeat_n(full_slice(), rank - used));
+    Ok(expanded)
+}
+
+/// The region of `shape` that `expanded` (one item per dimension, or `None`) selects.
+fn region_of(shape: &[i64], expanded: &[Value], span: Span) -> DResult<Region> {
     let mut region = Region {
         dynamic: vec![],
         reversed: vec![],
@@ -1916,7 +1932,7 @@ fn basic_region(shape: &[i64], index: &Value, span: Span) -> DResult<Region> {
         shape: vec![],
     };
     let mut dim = 0;
-    for item in &expanded {
+    for item in expanded {
         match item {
             Value::None => region.shape.push(1),
             Value::Int(_) | Value::Bool(_) => {
@@ -1968,7 +1984,7 @@ fn basic_region(shape: &[i64], index: &Value, span: Span) -> DResult<Region> {
             Value::Array(_) => {
                 return Err(Diagnostic::not_supported(
                     span,
-                    "an array index combined with other indices",
+                    "an `.at[...]` update with an array index combined with other indices",
                 ));
             }
             other => {
@@ -1998,8 +2014,131 @@ pub fn index_array(
     {
         return gather(interp, span, traced, indices).map(Value::Array);
     }
+    let items = index_items(index);
+    if items
+        .iter()
+        .any(|item| matches!(item, Value::Array(t) if !is_scalar_int(t)))
+    {
+        return advanced_index(interp, span, traced, &items).map(Value::Array);
+    }
     let region = basic_region(&traced.ty.shape, index, span)?;
     select_region(interp, span, traced, &region).map(Value::Array)
+}
+
+/// `x[items]` where integer arrays are among other items: NumPy's advanced indexing, as JAX
+/// does it. The arrays and any integers (which then index the same way) broadcast to one
+/// shape `B`; the slices and `None`s select as basic indices do. The result has `B` where
+/// the first array or integer stood when they all stand together, else `B` first. Each
+/// array-indexed dimension is gathered by a one-hot product, as `x[indices]` is: a product
+/// of one one-hot per index contracts all of them at once.
+fn advanced_index(interp: &mut Interp, span: Span, x: &Traced, items: &[Value]) -> DResult<Traced> {
+    let shape = &x.ty.shape;
+    let expanded = expand_ellipsis(items, shape.len(), span)?;
+    // Each expanded item makes one dimension of `y` below: `None` a new one, a slice its
+    // own, an array or integer its whole dimension (gathered afterwards).
+    let mut basic = vec![];
+    let mut advanced = vec![];
+    let mut axis = 0;
+    for (position, item) in expanded.iter().enumerate() {
+        match item {
+            Value::None => basic.push(Value::None),
+            Value::Array(t) => {
+                advanced.push((position, axis, t.clone()));
+                basic.push(full_slice());
+            }
+            Value::Int(_) => {
+                let n = shape[axis];
+                let i = static_int(item, span)?;
+                if !(-n..n).contains(&i) {
+                    return Err(Diagnostic::new(
+                        "ferrax::index::range",
+                        span,
+                        format!("index {i} is out of bounds for axis {axis} with size {n}"),
+                    )
+                    .label("out of bounds"));
+                }
+                advanced.push((position, axis, int32(interp, span, i)));
+                basic.push(full_slice());
+            }
+            Value::Bool(_) => {
+                return Err(Diagnostic::not_supported(
+                    span,
+                    "a bool index combined with array indices",
+                ));
+            }
+            other => basic.push(other.clone()),
+        }
+        if !matches!(item, Value::None) {
+            axis += 1;
+        }
+    }
+    basic.extend(std::iter::repeat_n(full_slice(), shape.len() - axis));
+    let region = region_of(shape, &basic, span)?;
+    let y = select_region(interp, span, x, &region)?;
+    let (_, dtype) = indexed_rows(x, &advanced[0].2, span)?;
+    let mut batch: Vec<i64> = vec![];
+    for (_, _, indices) in &advanced {
+        indexed_rows(x, indices, span)?;
+        batch = super::emit::broadcast_shapes(&batch, &indices.ty.shape).ok_or_else(|| {
+            Diagnostic::new(
+                "ferrax::index::shape",
+                span,
+                format!(
+                    "array indices of shapes {} cannot be broadcast together",
+                    advanced
+                        .iter()
+                        .map(|(_, _, t)| shape_repr(&t.ty.shape))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+    }
+    // hit[b..., p1, ..., pk]: whether every index picks those positions.
+    let rank_b = batch.len();
+    let mut full = batch.clone();
+    full.extend(advanced.iter().map(|(_, axis, _)| shape[*axis]));
+    let mut hit: Option<Traced> = None;
+    for (j, (_, axis, indices)) in advanced.iter().enumerate() {
+        let n = shape[*axis];
+        let wrapped = clamp_indices(interp, span, indices, n);
+        let wrapped = interp.emit.broadcast_to(span, &wrapped, &batch)?;
+        let one_hot = one_hot_rows(interp, span, &wrapped, n);
+        let one_hot = interp.emit.convert(span, &one_hot, dtype);
+        let mut dims: Vec<i64> = (0..rank_b as i64).collect();
+        dims.push((rank_b + j) as i64);
+        let one_hot = interp.emit.broadcast_in_dim(span, &one_hot, &dims, &full);
+        hit = Some(match hit {
+            None => one_hot,
+            Some(h) => interp.emit.binary(span, Binary::Mul, &h, &one_hot),
+        });
+    }
+    let hit = hit.expect("an advanced index has an array");
+    let y = interp.emit.convert(span, &y, dtype);
+    let positions: Vec<i64> = advanced.iter().map(|(p, _, _)| *p as i64).collect();
+    let dims = fx::DotDimensions {
+        lhs_contracting: (rank_b as i64..(rank_b + advanced.len()) as i64).collect(),
+        rhs_contracting: positions.clone(),
+        ..Default::default()
+    };
+    // B, then y's other dimensions in order.
+    let mut result = interp.emit.dot_general(span, &hit, &y, &dims);
+    let together = positions.windows(2).all(|w| w[1] == w[0] + 1);
+    let first = positions[0];
+    if together && first > 0 {
+        let rest = result.ty.shape.len() as i64 - rank_b as i64;
+        let b = rank_b as i64;
+        let permutation: Vec<i64> = (b..b + first)
+            .chain(0..b)
+            .chain(b + first..b + rest)
+            .collect();
+        result = interp.emit.transpose(span, &result, &permutation);
+    }
+    Ok(if result.ty.dtype == x.ty.dtype {
+        result
+    } else {
+        interp.emit.convert(span, &result, x.ty.dtype)
+    })
 }
 
 fn is_scalar_int(t: &Traced) -> bool {
@@ -2103,34 +2242,37 @@ fn one_hot_rows(interp: &mut Interp, span: Span, indices: &Traced, n: i64) -> Tr
         .compare(span, Predicate::Eq, &expanded, &positions)
 }
 
+/// Integer indices into a dimension of size `n`: negative ones count from the end, as in
+/// Python, and out-of-range ones are clamped, as JAX's gather does.
+fn clamp_indices(interp: &mut Interp, span: Span, indices: &Traced, n: i64) -> Traced {
+    let zero = interp.emit.constant(
+        span,
+        &[0.0],
+        ArrayType::new(indices.ty.dtype, indices.ty.shape.clone()),
+    );
+    let size = interp.emit.constant(
+        span,
+        &[n as f64],
+        ArrayType::new(indices.ty.dtype, indices.ty.shape.clone()),
+    );
+    let negative = interp.emit.compare(span, Predicate::Lt, indices, &zero);
+    let shifted = interp.emit.binary(span, Binary::Add, indices, &size);
+    let wrapped = interp.emit.select(span, &negative, &shifted, indices);
+    // Out-of-range indices are clamped, as JAX's gather does.
+    let last = interp.emit.constant(
+        span,
+        &[(n - 1).max(0) as f64],
+        ArrayType::new(indices.ty.dtype, indices.ty.shape.clone()),
+    );
+    let low = interp.emit.binary(span, Binary::Max, &wrapped, &zero);
+    interp.emit.binary(span, Binary::Min, &low, &last)
+}
+
 /// `x[indices]` for an integer array: a one-hot product along the first axis; negative
 /// indices count from the end and out-of-range ones are clamped, as in JAX.
 fn gather(interp: &mut Interp, span: Span, x: &Traced, indices: &Traced) -> DResult<Traced> {
     let (n, dtype) = indexed_rows(x, indices, span)?;
-    // Negative indices count from the end, as in Python.
-    let wrapped = {
-        let zero = interp.emit.constant(
-            span,
-            &[0.0],
-            ArrayType::new(indices.ty.dtype, indices.ty.shape.clone()),
-        );
-        let size = interp.emit.constant(
-            span,
-            &[n as f64],
-            ArrayType::new(indices.ty.dtype, indices.ty.shape.clone()),
-        );
-        let negative = interp.emit.compare(span, Predicate::Lt, indices, &zero);
-        let shifted = interp.emit.binary(span, Binary::Add, indices, &size);
-        let wrapped = interp.emit.select(span, &negative, &shifted, indices);
-        // Out-of-range indices are clamped, as JAX's gather does.
-        let last = interp.emit.constant(
-            span,
-            &[(n - 1).max(0) as f64],
-            ArrayType::new(indices.ty.dtype, indices.ty.shape.clone()),
-        );
-        let low = interp.emit.binary(span, Binary::Max, &wrapped, &zero);
-        interp.emit.binary(span, Binary::Min, &low, &last)
-    };
+    let wrapped = clamp_indices(interp, span, indices, n);
     let hit = one_hot_rows(interp, span, &wrapped, n);
     let one_hot = interp.emit.convert(span, &hit, dtype);
     let x = interp.emit.convert(span, x, dtype);
