@@ -1981,12 +1981,6 @@ fn region_of(shape: &[i64], expanded: &[Value], span: Span) -> DResult<Region> {
                 region.sliced.push(shape[dim]);
                 dim += 1;
             }
-            Value::Array(_) => {
-                return Err(Diagnostic::not_supported(
-                    span,
-                    "an `.at[...]` update with an array index combined with other indices",
-                ));
-            }
             other => {
                 return Err(Diagnostic::new(
                     "ferrax::index::type",
@@ -2317,6 +2311,13 @@ pub fn at_update(
     {
         return scatter(interp, x, indices, how, &update, span).map(Value::Array);
     }
+    let items = index_items(index);
+    if items
+        .iter()
+        .any(|item| matches!(item, Value::Array(t) if !is_scalar_int(t)))
+    {
+        return advanced_update(interp, x, &items, how, &update, span).map(Value::Array);
+    }
     let region = basic_region(&x.ty.shape, index, span)?;
     let update = interp.emit.broadcast_to(span, &update, &region.shape)?;
     if !region.dynamic.is_empty() {
@@ -2512,6 +2513,121 @@ fn scatter(
             .broadcast_in_dim(span, &touched, &[0], &x.ty.shape);
         interp.emit.select(span, &mask, &scattered, x)
     })
+}
+
+/// `x.at[items].set/add/...(update)` with integer arrays among `:`s, ints and `...`: the
+/// indexed dimensions move to the front and merge into one, whose index is the row-major
+/// position of each combination of indices (out of range when any of them is, so that the
+/// update is dropped), and the scatter of `x.at[indices]` does the rest.
+fn advanced_update(
+    interp: &mut Interp,
+    x: &Traced,
+    items: &[Value],
+    how: &str,
+    update: &Traced,
+    span: Span,
+) -> DResult<Traced> {
+    let shape = x.ty.shape.clone();
+    let mut expanded = expand_ellipsis(items, shape.len(), span)?;
+    let used = expanded
+        .iter()
+        .filter(|v| !matches!(v, Value::None))
+        .count();
+    expanded.extend(std::iter::repeat_n(full_slice(), shape.len() - used));
+    let mut advanced = vec![];
+    let mut basic = vec![];
+    for (axis, item) in expanded.iter().enumerate() {
+        match item {
+            Value::Array(t) => {
+                indexed_rows(x, t, span)?;
+                advanced.push((axis, t.clone()));
+            }
+            Value::Int(i) => advanced.push((axis, int32(interp, span, *i))),
+            Value::Method { receiver, name }
+                if name.as_ref() == "slice"
+                    && slice_bounds(receiver, shape[axis], span)? == (0, shape[axis], 1) =>
+            {
+                basic.push(axis)
+            }
+            _ => {
+                return Err(Diagnostic::not_supported(
+                    span,
+                    "an `.at[...]` update mixing array indices with a partial slice, `None` or a bool",
+                ));
+            }
+        }
+    }
+    let mut batch: Vec<i64> = vec![];
+    for (_, indices) in &advanced {
+        batch = super::emit::broadcast_shapes(&batch, &indices.ty.shape).ok_or_else(|| {
+            Diagnostic::new(
+                "ferrax::index::shape",
+                span,
+                "the array indices of this update cannot be broadcast together",
+            )
+        })?;
+    }
+    // The row-major position of each combination, or `total` where an index is out of range.
+    let total: i64 = advanced.iter().map(|(axis, _)| shape[*axis]).product();
+    let like = |dtype| ArrayType::new(dtype, batch.clone());
+    let mut flat = interp.emit.constant(span, &[0.0], like(DType::I32));
+    let mut valid = interp.emit.constant(span, &[1.0], like(DType::Bool));
+    for (axis, indices) in &advanced {
+        let n = shape[*axis];
+        let index = wrap_index(interp, span, indices, n);
+        let index = interp.emit.broadcast_to(span, &index, &batch)?;
+        let zero = interp.emit.constant(span, &[0.0], like(DType::I32));
+        let size = interp.emit.constant(span, &[n as f64], like(DType::I32));
+        let low = interp.emit.compare(span, Predicate::Ge, &index, &zero);
+        let high = interp.emit.compare(span, Predicate::Lt, &index, &size);
+        let inside = interp.emit.binary(span, Binary::And, &low, &high);
+        valid = interp.emit.binary(span, Binary::And, &valid, &inside);
+        let scaled = interp.emit.binary(span, Binary::Mul, &flat, &size);
+        flat = interp.emit.binary(span, Binary::Add, &scaled, &index);
+    }
+    let outside = interp
+        .emit
+        .constant(span, &[total as f64], like(DType::I32));
+    let flat = interp.emit.select(span, &valid, &flat, &outside);
+    // x with the indexed dimensions first, merged.
+    let permutation: Vec<i64> = advanced
+        .iter()
+        .map(|(axis, _)| *axis as i64)
+        .chain(basic.iter().map(|axis| *axis as i64))
+        .collect();
+    let moved = interp.emit.transpose(span, x, &permutation);
+    let rest: Vec<i64> = basic.iter().map(|axis| shape[*axis]).collect();
+    let merged = interp
+        .emit
+        .reshape(span, &moved, &[vec![total], rest.clone()].concat());
+    // The update, shaped like x[items] (the batch where the indices stand when together, else
+    // first), then with the batch first.
+    let positions: Vec<usize> = advanced.iter().map(|(axis, _)| *axis).collect();
+    let together = positions.windows(2).all(|w| w[1] == w[0] + 1);
+    let before = if together {
+        basic.iter().filter(|axis| **axis < positions[0]).count()
+    } else {
+        0
+    };
+    let b = batch.len() as i64;
+    let indexed_shape = [&rest[..before], &batch[..], &rest[before..]].concat();
+    let update = interp.emit.broadcast_to(span, update, &indexed_shape)?;
+    let to_front: Vec<i64> = (before as i64..before as i64 + b)
+        .chain(0..before as i64)
+        .chain(before as i64 + b..indexed_shape.len() as i64)
+        .collect();
+    let update = interp.emit.transpose(span, &update, &to_front);
+    let scattered = scatter(interp, &merged, &flat, how, &update, span)?;
+    let unmerged_shape: Vec<i64> = permutation
+        .iter()
+        .map(|axis| shape[*axis as usize])
+        .collect();
+    let unmerged = interp.emit.reshape(span, &scattered, &unmerged_shape);
+    let mut inverse = vec![0; permutation.len()];
+    for (position, axis) in permutation.iter().enumerate() {
+        inverse[*axis as usize] = position as i64;
+    }
+    Ok(interp.emit.transpose(span, &unmerged, &inverse))
 }
 
 /// The `count` indices of a scatter as one list, and its updates as one row of `x` per index

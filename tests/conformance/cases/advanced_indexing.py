@@ -1,6 +1,7 @@
 # Integer-array indices combined with slices, integers, None and ...: where the gathered
 # dimensions land (together: in place; apart: first), broadcasting of several arrays,
-# negative and clamped indices, and derivatives.
+# negative and clamped indices, `.at[...]` updates (out-of-range ones dropped), and
+# derivatives.
 import jax
 import jax.numpy as jnp
 
@@ -25,3 +26,12 @@ labels = jnp.array([2, 0, 3])
 # eval: jax.grad(lambda x: jnp.sum(x[jnp.arange(3), labels] ** 2))(X)
 # eval: jax.grad(lambda y: jnp.sum(y[i, :, 2] * jnp.arange(12.0).reshape(3, 4)))(Y)
 # eval: jnp.mean(jax.nn.log_softmax(X)[jnp.arange(3), labels]) * -1.0
+# eval: X.at[:, i].set(0.0)
+# eval: X.at[i, 1].add(10.0)
+# eval: X.at[jnp.arange(3), labels].set(jnp.array([7.0, 8.0, 9.0]))
+# eval: Y.at[i, :, 2].multiply(2.0)
+# eval: Y.at[..., i].max(30.0)
+# eval: Y.at[:, j, jnp.array([0, 4])].add(1.0)
+# eval: Y.at[i, :, j].set(jnp.arange(6.0).reshape(2, 3, 1))
+# eval: X.at[:, jnp.array([9, 1])].set(5.0)
+# eval: jax.grad(lambda x: jnp.sum(x.at[:, i].add(x[:, 0:3] * 2.0) ** 2))(X)
