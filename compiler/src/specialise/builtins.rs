@@ -2283,8 +2283,8 @@ fn gather(interp: &mut Interp, span: Span, x: &Traced, indices: &Traced) -> DRes
     })
 }
 
-/// `x.at[index].set(v)` / `.add(v)` / `.multiply(v)` / `.min(v)` / `.max(v)` / `.get()` for a
-/// basic index: `v` is padded into `x`'s shape and combined where the mask is set.
+/// `x.at[index].set(v)` / `.add(v)` / `.multiply(v)` / `.min(v)` / `.max(v)` / `.get()`: a
+/// scatter for integer-array indices, else a masked combination (`update_basic_region`).
 pub fn at_update(
     interp: &mut Interp,
     x: &Traced,
@@ -2318,10 +2318,23 @@ pub fn at_update(
     {
         return advanced_update(interp, x, &items, how, &update, span).map(Value::Array);
     }
+    update_basic_region(interp, x, index, how, &update, span).map(Value::Array)
+}
+
+/// `x.at[index].how(update)` for a basic index (ints, slices, `None`, `...`, run-time
+/// integers): the update is padded into `x`'s shape and combined where the mask is set.
+fn update_basic_region(
+    interp: &mut Interp,
+    x: &Traced,
+    index: &Value,
+    how: &str,
+    update: &Traced,
+    span: Span,
+) -> DResult<Traced> {
     let region = basic_region(&x.ty.shape, index, span)?;
-    let update = interp.emit.broadcast_to(span, &update, &region.shape)?;
+    let update = interp.emit.broadcast_to(span, update, &region.shape)?;
     if !region.dynamic.is_empty() {
-        return update_dynamic_region(interp, x, &region, how, &update, span).map(Value::Array);
+        return update_dynamic_region(interp, x, &region, how, &update, span);
     }
     let update = interp.emit.reshape(span, &update, &region.sliced);
     let rank = x.ty.shape.len();
@@ -2351,7 +2364,7 @@ pub fn at_update(
         .pad(span, &ones, 0.0, &region.start, &high, &interior);
     let mask = interp.emit.reverse(span, &mask, &region.reversed);
     let x = x.clone();
-    Ok(Value::Array(match how {
+    Ok(match how {
         "set" => interp.emit.select(span, &mask, &padded, &x),
         "add" => array_binop(interp, BinOp::Add, &x, &padded, span)?,
         "multiply" | "mul" => array_binop(interp, BinOp::Mul, &x, &padded, span)?,
@@ -2370,7 +2383,7 @@ pub fn at_update(
                 format!("`.at[...].{other}`"),
             ));
         }
-    }))
+    })
 }
 
 /// `.at[index].how(update)` where the index has run-time integers: read the block,
@@ -2515,10 +2528,11 @@ fn scatter(
     })
 }
 
-/// `x.at[items].set/add/...(update)` with integer arrays among `:`s, ints and `...`: the
+/// `x.at[items].set/add/...(update)` with integer arrays among slices, ints and `...`: the
 /// indexed dimensions move to the front and merge into one, whose index is the row-major
 /// position of each combination of indices (out of range when any of them is, so that the
-/// update is dropped), and the scatter of `x.at[indices]` does the rest.
+/// update is dropped), and the scatter of `x.at[indices]` does the rest. Partial slices
+/// update the region they select.
 fn advanced_update(
     interp: &mut Interp,
     x: &Traced,
@@ -2534,6 +2548,49 @@ fn advanced_update(
         .filter(|v| !matches!(v, Value::None))
         .count();
     expanded.extend(std::iter::repeat_n(full_slice(), shape.len() - used));
+    if expanded
+        .iter()
+        .any(|item| matches!(item, Value::None | Value::Bool(_)))
+    {
+        return Err(Diagnostic::not_supported(
+            span,
+            "an `.at[...]` update mixing array indices with `None` or a bool",
+        ));
+    }
+    // Partial slices: update the region they select (whole along the indexed dimensions)
+    // with `:` in their place, and write the region back.
+    let is_full = |axis: usize, item: &Value| -> DResult<bool> {
+        Ok(match item {
+            Value::Method { receiver, name } if name.as_ref() == "slice" => {
+                slice_bounds(receiver, shape[axis], span)? == (0, shape[axis], 1)
+            }
+            _ => true,
+        })
+    };
+    let mut partial = false;
+    for (axis, item) in expanded.iter().enumerate() {
+        partial |= !is_full(axis, item)?;
+    }
+    if partial {
+        let outer: Vec<Value> = expanded
+            .iter()
+            .map(|item| match item {
+                Value::Method { .. } => item.clone(),
+                _ => full_slice(),
+            })
+            .collect();
+        let inner: Vec<Value> = expanded
+            .iter()
+            .map(|item| match item {
+                Value::Method { .. } => full_slice(),
+                _ => item.clone(),
+            })
+            .collect();
+        let region = select_region(interp, span, x, &region_of(&shape, &outer, span)?)?;
+        let updated = advanced_update(interp, &region, &inner, how, update, span)?;
+        let outer = Value::Tuple(Rc::new(outer));
+        return update_basic_region(interp, x, &outer, "set", &updated, span);
+    }
     let mut advanced = vec![];
     let mut basic = vec![];
     for (axis, item) in expanded.iter().enumerate() {
@@ -2543,18 +2600,7 @@ fn advanced_update(
                 advanced.push((axis, t.clone()));
             }
             Value::Int(i) => advanced.push((axis, int32(interp, span, *i))),
-            Value::Method { receiver, name }
-                if name.as_ref() == "slice"
-                    && slice_bounds(receiver, shape[axis], span)? == (0, shape[axis], 1) =>
-            {
-                basic.push(axis)
-            }
-            _ => {
-                return Err(Diagnostic::not_supported(
-                    span,
-                    "an `.at[...]` update mixing array indices with a partial slice, `None` or a bool",
-                ));
-            }
+            _ => basic.push(axis),
         }
     }
     let mut batch: Vec<i64> = vec![];
