@@ -1865,14 +1865,11 @@ struct Region {
 }
 
 fn basic_region(shape: &[i64], index: &Value, span: Span) -> DResult<Region> {
-    let mut expanded = expand_ellipsis(&index_items(index), shape.len(), span)?;
-    let rank = shape.len();
-    let used = expanded
-        .iter()
-        .filter(|v| !matches!(v, Value::None))
-        .count();
-    expanded.extend(std::iter::repeat_n(full_slice(), rank - used));
-    region_of(shape, &expanded, span)
+    region_of(
+        shape,
+        &expand_index(&index_items(index), shape.len(), span)?,
+        span,
+    )
 }
 
 /// The items of an index: a tuple's elements, or the index itself.
@@ -1883,9 +1880,10 @@ fn index_items(index: &Value) -> Vec<Value> {
     }
 }
 
-/// The items with `...` replaced by as many full slices as the dimensions the other items
-/// leave (`None` consumes none); an error for more items than dimensions or two `...`.
-fn expand_ellipsis(items: &[Value], rank: usize, span: Span) -> DResult<Vec<Value>> {
+/// The items with one per dimension: `...` replaced by as many full slices as the dimensions
+/// the other items leave (`None` consumes none), and full slices for the dimensions after the
+/// last item; an error for more items than dimensions or two `...`.
+fn expand_index(items: &[Value], rank: usize, span: Span) -> DResult<Vec<Value>> {
     let consuming = items
         .iter()
         .filter(|v| !matches!(v, Value::None) && !is_ellipsis(v))
@@ -1917,7 +1915,60 @@ fn expand_ellipsis(items: &[Value], rank: usize, span: Span) -> DResult<Vec<Valu
             expanded.push(item);
         }
     }
+    let used = expanded
+        .iter()
+        .filter(|v| !matches!(v, Value::None))
+        .count();
+    expanded.extend(std::iter::repeat_n(full_slice(), rank - used));
     Ok(expanded)
+}
+
+/// The position `i` names along a dimension of size `n` (negative counts from the end); an
+/// error when it is out of bounds.
+fn static_index(i: i64, n: i64, axis: usize, span: Span) -> DResult<i64> {
+    let at = if i < 0 { i + n } else { i };
+    if !(0..n).contains(&at) {
+        return Err(Diagnostic::new(
+            "ferrax::index::range",
+            span,
+            format!("index {i} is out of bounds for axis {axis} with size {n}"),
+        )
+        .label("out of bounds"));
+    }
+    Ok(at)
+}
+
+/// Whether an index's items include an integer array (not a run-time scalar).
+fn has_array_index(items: &[Value]) -> bool {
+    items
+        .iter()
+        .any(|item| matches!(item, Value::Array(t) if !is_scalar_int(t)))
+}
+
+/// The shape the integer arrays of one index broadcast to; an error naming their shapes
+/// when they do not.
+fn broadcast_indices<'t>(
+    indices: impl Iterator<Item = &'t Traced> + Clone,
+    span: Span,
+) -> DResult<Vec<i64>> {
+    let mut batch: Vec<i64> = vec![];
+    for index in indices.clone() {
+        batch = super::emit::broadcast_shapes(&batch, &index.ty.shape).ok_or_else(|| {
+            Diagnostic::new(
+                "ferrax::index::shape",
+                span,
+                format!(
+                    "array indices of shapes {} cannot be broadcast together",
+                    indices
+                        .clone()
+                        .map(|t| shape_repr(&t.ty.shape))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+    }
+    Ok(batch)
 }
 
 /// The region of `shape` that `expanded` (one item per dimension, or `None`) selects.
@@ -1936,17 +1987,7 @@ fn region_of(shape: &[i64], expanded: &[Value], span: Span) -> DResult<Region> {
         match item {
             Value::None => region.shape.push(1),
             Value::Int(_) | Value::Bool(_) => {
-                let n = shape[dim];
-                let i = static_int(item, span)?;
-                let at = if i < 0 { i + n } else { i };
-                if !(0..n).contains(&at) {
-                    return Err(Diagnostic::new(
-                        "ferrax::index::range",
-                        span,
-                        format!("index {i} is out of bounds for axis {dim} with size {n}"),
-                    )
-                    .label("out of bounds"));
-                }
+                let at = static_index(static_int(item, span)?, shape[dim], dim, span)?;
                 region.start.push(at);
                 region.limit.push(at + 1);
                 region.strides.push(1);
@@ -2009,10 +2050,7 @@ pub fn index_array(
         return gather(interp, span, traced, indices).map(Value::Array);
     }
     let items = index_items(index);
-    if items
-        .iter()
-        .any(|item| matches!(item, Value::Array(t) if !is_scalar_int(t)))
-    {
+    if has_array_index(&items) {
         return advanced_index(interp, span, traced, &items).map(Value::Array);
     }
     let region = basic_region(&traced.ty.shape, index, span)?;
@@ -2027,7 +2065,7 @@ pub fn index_array(
 /// of one one-hot per index contracts all of them at once.
 fn advanced_index(interp: &mut Interp, span: Span, x: &Traced, items: &[Value]) -> DResult<Traced> {
     let shape = &x.ty.shape;
-    let expanded = expand_ellipsis(items, shape.len(), span)?;
+    let expanded = expand_index(items, shape.len(), span)?;
     // Each expanded item makes one dimension of `y` below: `None` a new one, a slice its
     // own, an array or integer its whole dimension (gathered afterwards).
     let mut basic = vec![];
@@ -2040,18 +2078,9 @@ fn advanced_index(interp: &mut Interp, span: Span, x: &Traced, items: &[Value]) 
                 advanced.push((position, axis, t.clone()));
                 basic.push(full_slice());
             }
-            Value::Int(_) => {
-                let n = shape[axis];
-                let i = static_int(item, span)?;
-                if !(-n..n).contains(&i) {
-                    return Err(Diagnostic::new(
-                        "ferrax::index::range",
-                        span,
-                        format!("index {i} is out of bounds for axis {axis} with size {n}"),
-                    )
-                    .label("out of bounds"));
-                }
-                advanced.push((position, axis, int32(interp, span, i)));
+            Value::Int(i) => {
+                let at = static_index(*i, shape[axis], axis, span)?;
+                advanced.push((position, axis, int32(interp, span, at)));
                 basic.push(full_slice());
             }
             Value::Bool(_) => {
@@ -2066,28 +2095,13 @@ fn advanced_index(interp: &mut Interp, span: Span, x: &Traced, items: &[Value]) 
             axis += 1;
         }
     }
-    basic.extend(std::iter::repeat_n(full_slice(), shape.len() - axis));
     let region = region_of(shape, &basic, span)?;
     let y = select_region(interp, span, x, &region)?;
-    let (_, dtype) = indexed_rows(x, &advanced[0].2, span)?;
-    let mut batch: Vec<i64> = vec![];
+    let mut dtype = x.ty.dtype;
     for (_, _, indices) in &advanced {
-        indexed_rows(x, indices, span)?;
-        batch = super::emit::broadcast_shapes(&batch, &indices.ty.shape).ok_or_else(|| {
-            Diagnostic::new(
-                "ferrax::index::shape",
-                span,
-                format!(
-                    "array indices of shapes {} cannot be broadcast together",
-                    advanced
-                        .iter()
-                        .map(|(_, _, t)| shape_repr(&t.ty.shape))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?;
+        dtype = indexed_rows(x, indices, span)?.1;
     }
+    let batch = broadcast_indices(advanced.iter().map(|(_, _, t)| t), span)?;
     // hit[b..., p1, ..., pk]: whether every index picks those positions.
     let rank_b = batch.len();
     let mut full = batch.clone();
@@ -2312,10 +2326,7 @@ pub fn at_update(
         return scatter(interp, x, indices, how, &update, span).map(Value::Array);
     }
     let items = index_items(index);
-    if items
-        .iter()
-        .any(|item| matches!(item, Value::Array(t) if !is_scalar_int(t)))
-    {
+    if has_array_index(&items) {
         return advanced_update(interp, x, &items, how, &update, span).map(Value::Array);
     }
     update_basic_region(interp, x, index, how, &update, span).map(Value::Array)
@@ -2542,12 +2553,7 @@ fn advanced_update(
     span: Span,
 ) -> DResult<Traced> {
     let shape = x.ty.shape.clone();
-    let mut expanded = expand_ellipsis(items, shape.len(), span)?;
-    let used = expanded
-        .iter()
-        .filter(|v| !matches!(v, Value::None))
-        .count();
-    expanded.extend(std::iter::repeat_n(full_slice(), shape.len() - used));
+    let expanded = expand_index(items, shape.len(), span)?;
     if expanded
         .iter()
         .any(|item| matches!(item, Value::None | Value::Bool(_)))
@@ -2603,16 +2609,7 @@ fn advanced_update(
             _ => basic.push(axis),
         }
     }
-    let mut batch: Vec<i64> = vec![];
-    for (_, indices) in &advanced {
-        batch = super::emit::broadcast_shapes(&batch, &indices.ty.shape).ok_or_else(|| {
-            Diagnostic::new(
-                "ferrax::index::shape",
-                span,
-                "the array indices of this update cannot be broadcast together",
-            )
-        })?;
-    }
+    let batch = broadcast_indices(advanced.iter().map(|(_, t)| t), span)?;
     // The row-major position of each combination, or `total` where an index is out of range.
     let total: i64 = advanced.iter().map(|(axis, _)| shape[*axis]).product();
     let like = |dtype| ArrayType::new(dtype, batch.clone());
