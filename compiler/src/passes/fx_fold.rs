@@ -18,11 +18,13 @@
 //!          - an fx op whose results are unused is erased.
 //! Keeps:   locations; no op moves across a region boundary.
 
-use super::ir::{block_ops, i64_array, op_name, operands, results};
+use super::ir::{
+    block_ops, defining_op, i64_array, op_name, operands, results, splat_of, value_type,
+};
 use melior::{
     Context, IrRewriter,
     ir::{
-        Attribute, AttributeLike, Identifier, OperationRef, Type, TypeLike, Value, ValueLike,
+        Attribute, Identifier, OperationRef, Type, TypeLike, Value, ValueLike,
         operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
         r#type::{DimSize, RankedTensorType, ShapedTypeLike},
     },
@@ -144,10 +146,6 @@ fn is_before(a: MlirOperation, b: MlirOperation) -> bool {
     created.ptr != b.ptr
 }
 
-/// A splat constant's element, as f64 (bools are 0 and 1).
-#[derive(Clone, Copy, PartialEq)]
-struct Splat(f64);
-
 struct Folder<'c, 'a, 'b> {
     context: &'c Context,
     base: &'b melior::RewriterBase<'c, 'a>,
@@ -177,15 +175,15 @@ impl Folder<'_, '_, '_> {
         let args = operands(self.operation);
         let result = results(self.operation)[0];
         let ty = value_type(result);
-        let splats: Vec<Option<Splat>> = args.iter().map(|v| splat_of(*v)).collect();
+        let splats: Vec<Option<f64>> = args.iter().map(|v| splat_of(*v)).collect();
         let float = is_float(ty);
-        let is = |i: usize, value: f64| splats.get(i).copied().flatten() == Some(Splat(value));
+        let is = |i: usize, value: f64| splats.get(i).copied().flatten() == Some(value);
         let negative_zero = |i: usize| {
             splats
                 .get(i)
                 .copied()
                 .flatten()
-                .is_some_and(|s| s.0 == 0.0 && s.0.is_sign_negative())
+                .is_some_and(|s| s == 0.0 && s.is_sign_negative())
         };
         let same_type = |i: usize| value_type(args[i]) == ty;
         // Identities.
@@ -207,7 +205,7 @@ impl Folder<'_, '_, '_> {
                 }
             }
             "fx.select" => {
-                if let Some(Splat(p)) = splats[0] {
+                if let Some(p) = splats[0] {
                     return Some(if p != 0.0 { args[1] } else { args[2] });
                 }
             }
@@ -225,7 +223,7 @@ impl Folder<'_, '_, '_> {
         if splats.is_empty() || splats.iter().any(Option::is_none) {
             return None;
         }
-        let v: Vec<f64> = splats.iter().map(|s| s.map_or(0.0, |s| s.0)).collect();
+        let v: Vec<f64> = splats.iter().map(|s| s.unwrap_or(0.0)).collect();
         let folded = match name {
             "fx.add" => v[0] + v[1],
             "fx.sub" => v[0] - v[1],
@@ -446,55 +444,6 @@ fn literal(value: f64) -> String {
     }
 }
 
-fn value_type<'c>(value: MlirValue) -> Type<'c> {
-    unsafe { Type::from_raw(mlir_sys::mlirValueGetType(value)) }
-}
-
 fn is_float(ty: Type) -> bool {
     RankedTensorType::try_from(ty).is_ok_and(|t| t.element().is_float())
-}
-
-fn defining_op(value: MlirValue) -> Option<MlirOperation> {
-    if !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
-        return None;
-    }
-    Some(unsafe { mlir_sys::mlirOpResultGetOwner(value) })
-}
-
-/// The element of a splat `fx.constant`, if `value` is one.
-fn splat_of(value: MlirValue) -> Option<Splat> {
-    let operation = defining_op(value)?;
-    if op_name(operation) != "fx.constant" {
-        return None;
-    }
-    let attribute = unsafe { OperationRef::from_raw(operation) }
-        .attribute("value")
-        .ok()?
-        .to_raw();
-    unsafe {
-        if !mlir_sys::mlirAttributeIsADenseElements(attribute)
-            || !mlir_sys::mlirDenseElementsAttrIsSplat(attribute)
-        {
-            return None;
-        }
-    }
-    let element = RankedTensorType::try_from(value_type(value))
-        .ok()?
-        .element();
-    let width = melior::ir::r#type::IntegerType::try_from(element).map_or(0, |i| i.width());
-    Some(Splat(unsafe {
-        if element.is_f32() {
-            f64::from(mlir_sys::mlirDenseElementsAttrGetFloatSplatValue(attribute))
-        } else if element.is_f64() {
-            mlir_sys::mlirDenseElementsAttrGetDoubleSplatValue(attribute)
-        } else if width == 1 {
-            f64::from(mlir_sys::mlirDenseElementsAttrGetBoolSplatValue(attribute))
-        } else if width == 32 {
-            f64::from(mlir_sys::mlirDenseElementsAttrGetInt32SplatValue(attribute))
-        } else if width == 64 {
-            mlir_sys::mlirDenseElementsAttrGetInt64SplatValue(attribute) as f64
-        } else {
-            return None;
-        }
-    }))
 }

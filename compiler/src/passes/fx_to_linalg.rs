@@ -11,7 +11,7 @@
 //! Each fx op is replaced by the ops its rule in `lower` builds, in program order, so the
 //! operands of an op are already lowered when it is reached.
 
-use super::ir::i64_array;
+use super::ir::{defining_op, i64_array, op_name, operand_uses, operands, results, splat_of};
 use melior::{
     Context, IrRewriter, RewriterBase,
     ir::{
@@ -23,6 +23,7 @@ use melior::{
     },
     pass::{ExternalPass, Pass},
 };
+use mlir_sys::{MlirOperation, MlirValue};
 
 static PASS_ID: super::PassId = super::PassId;
 
@@ -54,21 +55,46 @@ fn run(module: OperationRef<'_, '_>, pass: ExternalPass<'_>) {
     });
     let rewriter = IrRewriter::new(context);
     let base = rewriter.as_rewriter_base();
+    // How each float32 exp is computed, decided on the fx program before anything is lowered,
+    // and the products `k * exp(x)` that an exp's lowering computed, with their values.
+    let exp_forms: Vec<(MlirOperation, ExpForm)> = fx_ops
+        .iter()
+        .filter_map(|raw| Some((*raw, exp_form(*raw)?)))
+        .collect();
+    let mut absorbed: Vec<(MlirOperation, Value)> = vec![];
     for raw in fx_ops {
         let operation = unsafe { OperationRef::from_raw(raw) };
+        if let Some(i) = absorbed
+            .iter()
+            .position(|(product, _)| product.ptr == raw.ptr)
+        {
+            let (_, value) = absorbed.swap_remove(i);
+            base.replace_op_with_values(operation, &[value]);
+            continue;
+        }
+        let exp_form = exp_forms
+            .iter()
+            .find(|(exp, _)| exp.ptr == raw.ptr)
+            .map(|(_, form)| *form);
         base.set_insertion_point_before(operation);
         let mut lowering = Lowering {
             context,
             base,
             location: operation.location(),
             sizes: vec![],
+            exp_form,
         };
         let lowered = lowering.result_sizes(operation).and_then(|sizes| {
             lowering.sizes = sizes;
             lowering.lower(operation)
         });
         match lowered {
-            Ok(value) => base.replace_op_with_values(operation, &[value]),
+            Ok(value) => {
+                if let Some(product) = exp_form.and_then(|form| form.product) {
+                    absorbed.push((product, value));
+                }
+                base.replace_op_with_values(operation, &[value]);
+            }
             Err(message) => {
                 let name = operation
                     .name()
@@ -98,6 +124,17 @@ struct Lowering<'c, 'a> {
     location: Location<'c>,
     /// The sizes of the result's dynamic dimensions, in order (see `result_sizes`).
     sizes: Vec<Value<'c, 'a>>,
+    /// How to compute the op, a float32 exp.
+    exp_form: Option<ExpForm>,
+}
+
+/// How a float32 `exp(x)` is computed: `scale * exp(x)` (for `product`, which it replaces),
+/// observed only where `x <= bound` or NaN.
+#[derive(Clone, Copy)]
+struct ExpForm {
+    product: Option<MlirOperation>,
+    scale: f64,
+    bound: f64,
 }
 
 type LResult<'c, 'a> = Result<Value<'c, 'a>, String>;
@@ -240,8 +277,8 @@ impl<'c, 'a> Lowering<'c, 'a> {
                 if kind(x.r#type())? != Kind::Float {
                     return Err(String::from("expects a float operand"));
                 }
-                if mnemonic == "exp" && bit_width(result_type)? == 32 {
-                    return self.exp_f32(x, result_type);
+                if let Some(form) = self.exp_form {
+                    return self.exp_f32(x, result_type, form);
                 }
                 self.op(&format!("math.{mnemonic}"), &[x], result_type, &[])
             }
@@ -550,13 +587,16 @@ impl<'c, 'a> Lowering<'c, 'a> {
         Ok(unsafe { Value::from_raw(value.to_raw()) })
     }
 
-    /// `exp(x)` for float32 without a libm call, so loops vectorise: range reduction by ln 2 as
-    /// in Cephes' `expf`, a degree-6 polynomial `p` of the remainder, times `2^n`, added to
-    /// `p`'s exponent bits. `n` comes from rounding `x * log2(e)` by adding `1.5 * 2^23`,
-    /// whose low bits then hold `n` too. Like XLA on the CPU (which flushes subnormals),
-    /// results below the smallest normal float are 0; `+inf` above the largest finite one,
-    /// NaN kept.
-    fn exp_f32(&self, x: Value<'c, '_>, ty: Type<'c>) -> LResult<'c, 'a> {
+    /// `scale * exp(x)` for float32 without a libm call, so loops vectorise (`form`: see
+    /// `exp_form`): range reduction by ln 2 as in Cephes' `expf`, a degree-6 polynomial
+    /// `p` of the remainder whose coefficients carry `scale`, times `2^n`, added to `p`'s
+    /// exponent bits. `n` comes from rounding `x * log2(e)` by adding `1.5 * 2^23`, whose low
+    /// bits then hold `n` too. Like XLA on the CPU (which flushes subnormals), results below
+    /// the smallest normal float are 0; `+inf` above the largest finite one, NaN kept. When
+    /// every element observed has `x <= bound` or NaN (see `observed_bound`) and `bound`
+    /// cannot overflow, the test for overflow is left out.
+    fn exp_f32(&self, x: Value<'c, '_>, ty: Type<'c>, form: ExpForm) -> LResult<'c, 'a> {
+        let ExpForm { scale, bound, .. } = form;
         let constant = |value: f64| self.splat(ty, value);
         // Products and sums may contract into fused multiply-adds: half the instructions and
         // half the latency of the dependent chain, and no less accurate.
@@ -578,24 +618,23 @@ impl<'c, 'a> Lowering<'c, 'a> {
         let lo_part = binary("arith.mulf", n, constant(-2.121_944_4e-4)?)?;
         let r = binary("arith.subf", x, hi_part)?;
         let r = binary("arith.subf", r, lo_part)?;
-        let z = binary("arith.mulf", r, r)?;
-        // exp(r) = 1 + r + r^2 q(r) on [-ln(2)/2, ln(2)/2], q of degree 4 fitted for the
-        // least relative error.
-        let mut y = constant(1.355_225_220_322_609e-3)?;
+        // exp(r) = 1 + r + r^2 q(r) on [-ln(2)/2, ln(2)/2], q of degree 4 fitted for the least
+        // relative error, times `scale`, by Horner's rule: six fused multiply-adds, at most
+        // 0.88 ulp from exp for `scale` 1.
+        let mut p = constant(scale * 1.355_225_220_322_609e-3)?;
         for coefficient in [
             8.371_885_865_926_743e-3,
             4.167_369_753_122_33e-2,
             1.666_648_834_943_771_4e-1,
             4.999_996_721_744_537_4e-1,
+            1.0,
+            1.0,
         ] {
-            let product = binary("arith.mulf", y, r)?;
-            y = binary("arith.addf", product, constant(coefficient)?)?;
+            let product = binary("arith.mulf", p, r)?;
+            p = binary("arith.addf", product, constant(scale * coefficient)?)?;
         }
-        let y = binary("arith.mulf", y, z)?;
-        let y = binary("arith.addf", y, r)?;
-        let p = binary("arith.addf", y, constant(1.0)?)?;
-        // p is in [0.7, 1.42] and n in [-126, 128] wherever the result is normal: adding
-        // n << 23 to p's bits multiplies by 2^n. (The low 9 bits of `rounded` are n's.)
+        // p is in [0.7, 1.42] `scale`, and n in [-126, 128], wherever the result is normal:
+        // adding n << 23 to p's bits multiplies by 2^n. (The low 9 bits of `rounded` are n's.)
         let int_type: Type<'c> = RankedTensorType::new(
             &shape(ty)?.iter().map(|d| *d as u64).collect::<Vec<_>>(),
             IntegerType::new(self.context, 32).into(),
@@ -609,17 +648,31 @@ impl<'c, 'a> Lowering<'c, 'a> {
         let p_bits = self.op("arith.bitcast", &[p], int_type, &[])?;
         let bits = int("arith.addi", p_bits, exponent)?;
         let result = self.op("arith.bitcast", &[bits], ty, &[])?;
-        // Below ln(2^-126) the result would be subnormal: 0.
-        let underflow = self.compare(Kind::Float, "lt", x, constant(-87.336_544_750_553_1)?)?;
+        // Below `low` the result is below the smallest normal float: 0, as JAX's on the CPU,
+        // which flushes subnormals (exp(x) itself is below ln(2^-126)).
+        let low = -126.0 * std::f64::consts::LN_2 - scale.ln().min(0.0);
+        // Above `high` exp(x) or the product overflows: +inf.
+        let high = f32_at_most(f64::from(f32::MAX).ln() - scale.ln().max(0.0));
+        if bound <= high {
+            // One test, for results below `low` and for NaN (an unordered comparison):
+            // max(x, -1) + 1, which is +0 for x <= -1 and NaN for NaN (`x < -1 ? -1 : x` is
+            // one `vmaxps` on x86, no comparison).
+            let below = self.compare(Kind::Float, "ult", x, constant(low)?)?;
+            let minus_one = constant(-1.0)?;
+            let less = self.compare(Kind::Float, "lt", x, minus_one)?;
+            let at_least_minus_one = self.op("arith.select", &[less, minus_one, x], ty, &[])?;
+            let special = binary("arith.addf", at_least_minus_one, constant(1.0)?)?;
+            return self.op("arith.select", &[below, special, result], ty, &[]);
+        }
+        let underflow = self.compare(Kind::Float, "lt", x, constant(low)?)?;
         let result = self.op(
             "arith.select",
             &[underflow, constant(0.0)?, result],
             ty,
             &[],
         )?;
-        // Above the last float whose exp is finite, and for NaN (an unordered comparison):
-        // x + inf, which is +inf or NaN.
-        let overflow = self.compare(Kind::Float, "ugt", x, constant(88.722_831_726_074_22)?)?;
+        // Above `high`, and for NaN (an unordered comparison): x + inf, which is +inf or NaN.
+        let overflow = self.compare(Kind::Float, "ugt", x, constant(high)?)?;
         let special = binary("arith.addf", x, constant(f64::INFINITY)?)?;
         self.op("arith.select", &[overflow, special, result], ty, &[])
     }
@@ -671,6 +724,7 @@ impl<'c, 'a> Lowering<'c, 'a> {
                     "lt" => 4,
                     "le" => 5,
                     "ugt" => 9,
+                    "ult" => 11,
                     "ne" => 13,
                     other => return Err(format!("unknown predicate {other}")),
                 },
@@ -1300,6 +1354,115 @@ fn contraction_maps(
         })
         .collect();
     (maps, format!("[{}]", iterators.join(", ")))
+}
+
+/// How `exp`, when it is a float32 `fx.exp`, is computed. When its only use is a product
+/// `k * exp(x)` (or `exp(x) * k`) with a splat `k` in [2^-20, 2^20], the exp computes the
+/// product, its polynomial's coefficients carrying `k`: one rounding and one multiplication
+/// fewer.
+fn exp_form(exp: MlirOperation) -> Option<ExpForm> {
+    if op_name(exp) != "fx.exp" {
+        return None;
+    }
+    let result = results(exp)[0];
+    let ty = RankedTensorType::try_from(super::ir::value_type(result)).ok()?;
+    if !ty.element().is_f32() {
+        return None;
+    }
+    let x = operands(exp)[0];
+    let scaled = match operand_uses(result)[..] {
+        [(product, position)] if op_name(product) == "fx.mul" => {
+            splat_of(operands(product)[1 - position])
+                .filter(|k| (2f64.powi(-20)..=2f64.powi(20)).contains(k))
+                .map(|k| (product, k))
+        }
+        _ => None,
+    };
+    Some(match scaled {
+        Some((product, scale)) => ExpForm {
+            product: Some(product),
+            scale,
+            bound: observed_bound(results(product)[0], x, 6),
+        },
+        None => ExpForm {
+            product: None,
+            scale: 1.0,
+            bound: observed_bound(result, x, 6),
+        },
+    })
+}
+
+/// The least `c` known to hold `x <= c` (or x NaN) wherever an element of `value` is
+/// observed; +inf when none is known. A `select` observes the arm that holds `value` only
+/// where its predicate takes that arm, and a predicate that compares `x` with a splat `c`
+/// bounds `x` there; elementwise arithmetic observes its operands where its result is
+/// observed. `depth` limits the users followed.
+fn observed_bound(value: MlirValue, x: MlirValue, depth: usize) -> f64 {
+    let users = operand_uses(value);
+    if depth == 0 || users.is_empty() {
+        return f64::INFINITY;
+    }
+    let mut bound = f64::NEG_INFINITY;
+    for (user, position) in users {
+        let further = || observed_bound(results(user)[0], x, depth - 1);
+        let here = match op_name(user).as_str() {
+            "fx.select" if position > 0 => {
+                arm_bound(operands(user)[0], x, position == 1).min(further())
+            }
+            "fx.add" | "fx.sub" | "fx.mul" | "fx.div" | "fx.neg" => further(),
+            _ => f64::INFINITY,
+        };
+        bound = bound.max(here);
+    }
+    bound
+}
+
+/// The bound `c` on `x` where `predicate` holds (`holds`) or fails, when `predicate` compares
+/// `x` with a splat `c` and that case bounds `x` from above (or leaves NaN); +inf otherwise.
+fn arm_bound(predicate: MlirValue, x: MlirValue, holds: bool) -> f64 {
+    let Some(compare) = defining_op(predicate).filter(|op| op_name(*op) == "fx.compare") else {
+        return f64::INFINITY;
+    };
+    let relation = unsafe { OperationRef::from_raw(compare) }
+        .attribute("predicate")
+        .ok()
+        .and_then(|a| StringAttribute::try_from(a).ok())
+        .map(|a| a.value().to_string())
+        .unwrap_or_default();
+    let args = operands(compare);
+    // The relation as `x relation c`.
+    let (relation, c) = if args[0].ptr == x.ptr {
+        (relation.as_str(), splat_of(args[1]))
+    } else if args[1].ptr == x.ptr {
+        let mirrored = match relation.as_str() {
+            "lt" => "gt",
+            "le" => "ge",
+            "gt" => "lt",
+            "ge" => "le",
+            other => other,
+        };
+        (mirrored, splat_of(args[0]))
+    } else {
+        return f64::INFINITY;
+    };
+    match (c, relation, holds) {
+        (Some(c), "lt" | "le" | "eq", true) | (Some(c), "gt" | "ge" | "ne", false)
+            if !c.is_nan() =>
+        {
+            c
+        }
+        _ => f64::INFINITY,
+    }
+}
+
+/// The largest float32 at most `value`.
+fn f32_at_most(value: f64) -> f64 {
+    let near = value as f32;
+    f64::from(if f64::from(near) > value {
+        near.next_down()
+    } else {
+        near
+    })
 }
 
 fn shape(ty: Type<'_>) -> Result<Vec<i64>, String> {

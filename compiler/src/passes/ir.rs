@@ -1,7 +1,10 @@
 //! Small readers of MLIR's IR through the C API, shared by the passes and the interpreter:
 //! an op's name, operands, results and users, and the ops and arguments of a block.
 
-use melior::ir::{OperationRef, ValueLike, operation::OperationLike};
+use melior::ir::{
+    AttributeLike, OperationRef, TypeLike, ValueLike, operation::OperationLike,
+    r#type::ShapedTypeLike,
+};
 use mlir_sys::{MlirBlock, MlirOperation, MlirValue};
 
 pub fn op_name(operation: MlirOperation) -> String {
@@ -52,10 +55,23 @@ pub fn block_arguments(block: MlirBlock) -> Vec<MlirValue> {
 
 /// The ops that use `value`, one entry per use.
 pub fn uses(value: MlirValue) -> Vec<MlirOperation> {
+    operand_uses(value)
+        .into_iter()
+        .map(|(user, _)| user)
+        .collect()
+}
+
+/// The uses of `value`: each user with the position of `value` among its operands.
+pub fn operand_uses(value: MlirValue) -> Vec<(MlirOperation, usize)> {
     let mut users = vec![];
     let mut used = unsafe { mlir_sys::mlirValueGetFirstUse(value) };
     while !used.ptr.is_null() {
-        users.push(unsafe { mlir_sys::mlirOpOperandGetOwner(used) });
+        users.push(unsafe {
+            (
+                mlir_sys::mlirOpOperandGetOwner(used),
+                mlir_sys::mlirOpOperandGetOperandNumber(used) as usize,
+            )
+        });
         used = unsafe { mlir_sys::mlirOpOperandGetNextUse(used) };
     }
     users
@@ -154,4 +170,54 @@ pub fn i64_array(attribute: melior::ir::Attribute<'_>) -> Result<Vec<i64>, Strin
     (0..array.len())
         .map(|i| array.element(i).map_err(|e| e.to_string()))
         .collect()
+}
+
+pub fn value_type<'c>(value: MlirValue) -> melior::ir::Type<'c> {
+    unsafe { melior::ir::Type::from_raw(mlir_sys::mlirValueGetType(value)) }
+}
+
+/// The op whose result `value` is (none for a block argument).
+pub fn defining_op(value: MlirValue) -> Option<MlirOperation> {
+    if !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
+        return None;
+    }
+    Some(unsafe { mlir_sys::mlirOpResultGetOwner(value) })
+}
+
+/// The element of a splat `fx.constant`, as f64 (bools are 0 and 1), if `value` is one.
+pub fn splat_of(value: MlirValue) -> Option<f64> {
+    let operation = defining_op(value)?;
+    if op_name(operation) != "fx.constant" {
+        return None;
+    }
+    let attribute = unsafe { OperationRef::from_raw(operation) }
+        .attribute("value")
+        .ok()?
+        .to_raw();
+    unsafe {
+        if !mlir_sys::mlirAttributeIsADenseElements(attribute)
+            || !mlir_sys::mlirDenseElementsAttrIsSplat(attribute)
+        {
+            return None;
+        }
+    }
+    let element = melior::ir::r#type::RankedTensorType::try_from(value_type(value))
+        .ok()?
+        .element();
+    let width = melior::ir::r#type::IntegerType::try_from(element).map_or(0, |i| i.width());
+    Some(unsafe {
+        if element.is_f32() {
+            f64::from(mlir_sys::mlirDenseElementsAttrGetFloatSplatValue(attribute))
+        } else if element.is_f64() {
+            mlir_sys::mlirDenseElementsAttrGetDoubleSplatValue(attribute)
+        } else if width == 1 {
+            f64::from(mlir_sys::mlirDenseElementsAttrGetBoolSplatValue(attribute))
+        } else if width == 32 {
+            f64::from(mlir_sys::mlirDenseElementsAttrGetInt32SplatValue(attribute))
+        } else if width == 64 {
+            mlir_sys::mlirDenseElementsAttrGetInt64SplatValue(attribute) as f64
+        } else {
+            return None;
+        }
+    })
 }
