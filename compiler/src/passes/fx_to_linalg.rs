@@ -9,7 +9,9 @@
 //! Does not: fuse, tile or bufferise (upstream passes do, later in the pipeline).
 //!
 //! Each fx op is replaced by the ops its rule in `lower` builds, in program order, so the
-//! operands of an op are already lowered when it is reached.
+//! operands of an op are already lowered when it is reached. The one exception: a product
+//! `k * exp(x)` that its float32 exp computes (`exp_form`, decided on the fx program before
+//! anything is lowered) is replaced by the exp's value.
 
 use super::ir::{defining_op, i64_array, op_name, operand_uses, operands, results, splat_of};
 use melior::{
