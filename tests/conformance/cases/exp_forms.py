@@ -13,12 +13,18 @@ def selu(x, alpha=1.6732632423543772, scale=1.0507009873554805):
     return scale * jnp.where(x > 0, x, alpha * jnp.exp(x) - alpha)
 
 
-# eval: (jnp.exp(EDGES), jnp.exp(X))
-# eval: (1.6732632423543772 * jnp.exp(EDGES), jnp.exp(X) * 1.6732632423543772)
-# eval: (jnp.exp(EDGES) * 0.001, jnp.exp(X) * 0.001)
-# eval: (jnp.exp(EDGES) * 1000.0, jnp.exp(X) * 1000.0)
-# eval: (selu(EDGES), selu(X))
-# eval: jnp.where(EDGES <= 2.0, jnp.exp(EDGES) * 3.0, 0.0)
+def show(v):
+    """NaN, +inf and -inf as flags, the finite values as they are (expectations hold only
+    finite numbers)."""
+    return jnp.isnan(v), v == jnp.inf, v == -jnp.inf, jnp.where(jnp.isfinite(v), v, 0.0)
+
+
+# eval: (show(jnp.exp(EDGES)), show(jnp.exp(X)))
+# eval: (show(1.6732632423543772 * jnp.exp(EDGES)), show(jnp.exp(X) * 1.6732632423543772))
+# eval: (show(jnp.exp(EDGES) * 0.001), show(jnp.exp(X) * 0.001))
+# eval: (show(jnp.exp(EDGES) * 1000.0), show(jnp.exp(X) * 1000.0))
+# eval: (show(selu(EDGES)), selu(X))
+# eval: show(jnp.where(EDGES <= 2.0, jnp.exp(EDGES) * 3.0, 0.0))
 # eval: jnp.where(2.0 > X, 5.0 - jnp.exp(X), X)
-# eval: jnp.where(EDGES < -1.0, -jnp.exp(EDGES), jnp.exp(EDGES))
-# eval: jax.grad(lambda x: jnp.sum(selu(x)))(X)
+# eval: show(jnp.where(EDGES < -1.0, -jnp.exp(EDGES), jnp.exp(EDGES)))
+# eval: show(jax.grad(lambda x: jnp.sum(selu(x)))(X))
