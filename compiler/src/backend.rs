@@ -23,6 +23,9 @@ impl Engine {
         if calls_openmp(module) {
             load_openmp()?;
         }
+        if calls_vector_math(module) {
+            load_vector_math()?;
+        }
         // Safety: the module is alive; a null result is checked.
         let raw = unsafe {
             mlir_sys::mlirExecutionEngineCreate(
@@ -249,6 +252,52 @@ pub(crate) fn load_openmp() -> Result<(), String> {
         .as_ref()
         .map(|_| ())
         .map_err(Clone::clone)
+}
+
+/// The vector math library whose functions `crate::vector_math` names (glibc's libmvec).
+pub const VECTOR_MATH_LIBRARY: &str = "libmvec.so.1";
+
+/// Loads the vector math library into the process once, with its symbols global, where the
+/// JIT's linker finds them.
+fn load_vector_math() -> Result<(), String> {
+    static LIBRARY: std::sync::OnceLock<Result<libloading::os::unix::Library, String>> =
+        std::sync::OnceLock::new();
+    LIBRARY
+        .get_or_init(|| {
+            // Safety: loading libmvec runs no initialiser with effects beyond its own state.
+            unsafe {
+                libloading::os::unix::Library::open(
+                    Some(VECTOR_MATH_LIBRARY),
+                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+                )
+            }
+            .map_err(|e| format!("cannot load the vector math library: {e}"))
+        })
+        .as_ref()
+        .map(|_| ())
+        .map_err(Clone::clone)
+}
+
+/// Whether the module (at `llvm-mlir`) declares a vector variant of a libm function
+/// (`crate::vector_math`), which libmvec provides.
+pub fn calls_vector_math(module: &Module) -> bool {
+    let mut calls = false;
+    module
+        .as_operation()
+        .walk(WalkOrder::PreOrder, |operation| {
+            let is_function = operation.name().as_string_ref().as_str() == Ok("llvm.func");
+            if is_function
+                && operation.attribute("sym_name").is_ok_and(|name| {
+                    name.to_string()
+                        .trim_matches('"')
+                        .starts_with(crate::vector_math::VARIANT_PREFIX)
+                })
+            {
+                calls = true;
+            }
+            WalkResult::Advance
+        });
+    calls
 }
 
 /// Whether the module (at `llvm-mlir`) declares a matmul kernel (`crate::kernels`).

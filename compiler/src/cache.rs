@@ -122,6 +122,9 @@ impl Cache {
             if native.calls_memref_copy {
                 command.arg(aot::memref_copy_object(&work)?);
             }
+            if crate::backend::calls_vector_math(module) {
+                command.arg("-lmvec");
+            }
             if crate::backend::calls_openmp(module) {
                 let runtime = std::path::Path::new(crate::pipeline::OPENMP_RUNTIME);
                 command.arg(runtime);

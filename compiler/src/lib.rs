@@ -26,3 +26,4 @@ pub mod pipeline;
 pub mod session;
 pub mod specialise;
 pub mod syntax;
+pub mod vector_math;

@@ -617,6 +617,10 @@ impl Session {
             });
         }
         pipeline::run_until(&context, &mut traced.module, "llvm-mlir", self.options)?;
+        // The code runs on this host, in the JIT or from the cache: libm calls may go to
+        // libmvec's vector variants.
+        crate::vector_math::add_variants(&traced.module, &crate::vector_math::host_widths())
+            .map_err(jit_error)?;
         // A cache that cannot be written (a read-only folder, no `ld`) is not an error.
         let stored = match (&self.cache, &key) {
             (Some(cache), Some(key)) => cache
