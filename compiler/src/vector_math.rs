@@ -90,6 +90,7 @@ pub fn add_variants(module: &Module, widths: &[(char, u32)]) -> Result<(), Strin
         if op_name(raw) != "llvm.func" {
             continue;
         }
+        // Safety: `raw` is an op of the module's body, alive while the module is.
         let mut function = unsafe { OperationRefMut::from_raw(raw) };
         let is_declaration = function.region(0).is_ok_and(|r| r.first_block().is_none());
         let name = function
@@ -151,6 +152,7 @@ pub fn add_variants(module: &Module, widths: &[(char, u32)]) -> Result<(), Strin
     ));
     let parsed = Module::parse(context, &format!("{declarations}{used}"))
         .ok_or("cannot declare the vector variants")?;
+    // Safety: the module's body, alive while the module is.
     let block = unsafe { BlockRef::from_raw(body) };
     for operation in block_ops(parsed.body().to_raw()) {
         // Safety: the parsed module owns the op; its copy belongs to `block` from here.
