@@ -239,92 +239,75 @@ pub(crate) fn configure_llvm() {
     });
 }
 
-/// Loads the OpenMP runtime into the process once, with its symbols global, where the JIT's
-/// linker finds them.
+/// A library loaded into the process once, with its symbols global (where the JIT's linker
+/// finds them), or why it could not be.
+type GlobalLibrary = std::sync::OnceLock<Result<libloading::os::unix::Library, String>>;
+
+/// Loads `library` (`what`, for the error) into `cell` unless it is loaded already.
+fn load_global(cell: &GlobalLibrary, library: &str, what: &str) -> Result<(), String> {
+    cell.get_or_init(|| {
+        // Safety: loading the OpenMP runtime or libmvec runs their initialisers, which only
+        // set up their own state.
+        unsafe {
+            libloading::os::unix::Library::open(
+                Some(library),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+            )
+        }
+        .map_err(|e| format!("cannot load {what}: {e}"))
+    })
+    .as_ref()
+    .map(|_| ())
+    .map_err(Clone::clone)
+}
+
+/// Loads the OpenMP runtime into the process once, with its symbols global.
 pub(crate) fn load_openmp() -> Result<(), String> {
-    static RUNTIME: std::sync::OnceLock<Result<libloading::os::unix::Library, String>> =
-        std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            // Safety: loading libomp runs its initialisers, which only set up its state.
-            unsafe {
-                libloading::os::unix::Library::open(
-                    Some(crate::pipeline::OPENMP_RUNTIME),
-                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
-                )
-            }
-            .map_err(|e| format!("cannot load the OpenMP runtime: {e}"))
-        })
-        .as_ref()
-        .map(|_| ())
-        .map_err(Clone::clone)
+    static RUNTIME: GlobalLibrary = std::sync::OnceLock::new();
+    load_global(
+        &RUNTIME,
+        crate::pipeline::OPENMP_RUNTIME,
+        "the OpenMP runtime",
+    )
 }
 
 /// The vector math library whose functions `crate::vector_math` names (glibc's libmvec).
 pub const VECTOR_MATH_LIBRARY: &str = "libmvec.so.1";
 
-/// Loads the vector math library into the process once, with its symbols global, where the
-/// JIT's linker finds them.
+/// Loads the vector math library into the process once, with its symbols global.
 fn load_vector_math() -> Result<(), String> {
-    static LIBRARY: std::sync::OnceLock<Result<libloading::os::unix::Library, String>> =
-        std::sync::OnceLock::new();
-    LIBRARY
-        .get_or_init(|| {
-            // Safety: loading libmvec runs no initialiser with effects beyond its own state.
-            unsafe {
-                libloading::os::unix::Library::open(
-                    Some(VECTOR_MATH_LIBRARY),
-                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
-                )
+    static LIBRARY: GlobalLibrary = std::sync::OnceLock::new();
+    load_global(&LIBRARY, VECTOR_MATH_LIBRARY, "the vector math library")
+}
+
+/// Whether the module (at `llvm-mlir`) declares a function whose name starts with `prefix`.
+fn declares(module: &Module, prefix: &str) -> bool {
+    let mut found = false;
+    module
+        .as_operation()
+        .walk(WalkOrder::PreOrder, |operation| {
+            let is_function = operation.name().as_string_ref().as_str() == Ok("llvm.func");
+            if is_function
+                && operation
+                    .attribute("sym_name")
+                    .is_ok_and(|name| name.to_string().trim_matches('"').starts_with(prefix))
+            {
+                found = true;
             }
-            .map_err(|e| format!("cannot load the vector math library: {e}"))
-        })
-        .as_ref()
-        .map(|_| ())
-        .map_err(Clone::clone)
+            WalkResult::Advance
+        });
+    found
 }
 
 /// Whether the module (at `llvm-mlir`) declares a vector variant of a libm function
 /// (`crate::vector_math`), which libmvec provides.
 pub fn calls_vector_math(module: &Module) -> bool {
-    let mut calls = false;
-    module
-        .as_operation()
-        .walk(WalkOrder::PreOrder, |operation| {
-            let is_function = operation.name().as_string_ref().as_str() == Ok("llvm.func");
-            if is_function
-                && operation.attribute("sym_name").is_ok_and(|name| {
-                    name.to_string()
-                        .trim_matches('"')
-                        .starts_with(crate::vector_math::VARIANT_PREFIX)
-                })
-            {
-                calls = true;
-            }
-            WalkResult::Advance
-        });
-    calls
+    declares(module, crate::vector_math::VARIANT_PREFIX)
 }
 
 /// Whether the module (at `llvm-mlir`) declares a matmul kernel (`crate::kernels`).
 pub fn calls_kernels(module: &Module) -> bool {
-    let mut calls = false;
-    module
-        .as_operation()
-        .walk(WalkOrder::PreOrder, |operation| {
-            let is_function = operation.name().as_string_ref().as_str() == Ok("llvm.func");
-            if is_function
-                && operation.attribute("sym_name").is_ok_and(|name| {
-                    name.to_string()
-                        .trim_matches('"')
-                        .starts_with(crate::kernel_text::KERNEL_PREFIX)
-                })
-            {
-                calls = true;
-            }
-            WalkResult::Advance
-        });
-    calls
+    declares(module, crate::kernel_text::KERNEL_PREFIX)
 }
 
 /// Whether the module (at `llvm-mlir`) has OpenMP ops, which LLVM translates into calls of
