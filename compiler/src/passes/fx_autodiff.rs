@@ -21,7 +21,9 @@
 //! transposed the same way; a `custom_vjp` function runs its `fwd` in the forward sweep and its
 //! `bwd` in the backward sweep.
 
-use super::ir::{block_arguments, block_ops, op_name, operands, region_block, results};
+use super::ir::{
+    block_arguments, block_ops, defining_op, op_name, operands, region_block, results, value_type,
+};
 use melior::{
     Context, IrRewriter, RewriterBase,
     ir::{
@@ -120,10 +122,9 @@ fn mapped(map: &HashMap<usize, V>, value: V) -> V {
 
 /// The value of an `arith.constant` of index type.
 fn constant_index(value: V) -> AdResult<i64> {
-    let operation = unsafe { mlir_sys::mlirOpResultGetOwner(value) };
-    if operation.ptr.is_null() || op_name(operation) != "arith.constant" {
+    let Some(operation) = defining_op(value).filter(|op| op_name(*op) == "arith.constant") else {
         return Err(String::from("a loop bound that is not a constant"));
-    }
+    };
     int_attribute(operation, "value")
 }
 
@@ -1197,10 +1198,6 @@ fn accumulate(
     };
     cotangent.insert(key(value), total);
     Ok(())
-}
-
-fn value_type<'c>(value: V) -> Type<'c> {
-    unsafe { Type::from_raw(mlir_sys::mlirValueGetType(value)) }
 }
 
 fn is_float(value: V) -> bool {

@@ -122,13 +122,7 @@ pub fn trip_count(operation: MlirOperation) -> Option<u64> {
         bounds.len() / 3
     };
     let constant = |value: MlirValue| -> Option<i64> {
-        if !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
-            return None;
-        }
-        let owner = unsafe { mlir_sys::mlirOpResultGetOwner(value) };
-        if op_name(owner) != "arith.constant" {
-            return None;
-        }
+        let owner = defining_op(value).filter(|op| op_name(*op) == "arith.constant")?;
         let attribute = unsafe { OperationRef::from_raw(owner) }
             .attribute("value")
             .ok()?;
@@ -176,9 +170,9 @@ pub fn value_type<'c>(value: MlirValue) -> melior::ir::Type<'c> {
     unsafe { melior::ir::Type::from_raw(mlir_sys::mlirValueGetType(value)) }
 }
 
-/// The op whose result `value` is (none for a block argument).
+/// The op whose result `value` is (none for a block argument or a null value).
 pub fn defining_op(value: MlirValue) -> Option<MlirOperation> {
-    if !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
+    if value.ptr.is_null() || !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
         return None;
     }
     Some(unsafe { mlir_sys::mlirOpResultGetOwner(value) })

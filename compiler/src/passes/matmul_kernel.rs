@@ -17,7 +17,7 @@
 //!          writes `C` instead of adding to it.
 //! Keeps:   every other op; a `linalg.matmul` it does not match stays, for the loop lowering.
 
-use super::ir::{block_ops, op_name, operands, region_block, uses};
+use super::ir::{block_ops, defining_op, op_name, operands, region_block, uses};
 use crate::kernel_text::{kernel_declaration, kernel_name, kernel_text};
 use melior::{
     Context,
@@ -305,13 +305,10 @@ fn zero_initialisation(matmul: MlirOperation, out: MlirValue) -> Option<Vec<Mlir
     if op_name(previous) == "linalg.fill" {
         return is_zero(source).then(|| vec![previous]);
     }
-    if op_name(previous) != "memref.copy" || !unsafe { mlir_sys::mlirValueIsAOpResult(source) } {
+    if op_name(previous) != "memref.copy" {
         return None;
     }
-    let alloc = unsafe { mlir_sys::mlirOpResultGetOwner(source) };
-    if op_name(alloc) != "memref.alloc" {
-        return None;
-    }
+    let alloc = defining_op(source).filter(|op| op_name(*op) == "memref.alloc")?;
     let users = uses(source);
     // Whether `user` only reads the buffer: a copy from it, or a linalg op with it among
     // its inputs only (its output is its last operand).
@@ -357,13 +354,9 @@ fn zero_initialisation(matmul: MlirOperation, out: MlirValue) -> Option<Vec<Mlir
 
 /// Whether `value` is a float constant `+0.0`.
 fn is_zero(value: MlirValue) -> bool {
-    if !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
+    let Some(constant) = defining_op(value).filter(|op| op_name(*op) == "arith.constant") else {
         return false;
-    }
-    let constant = unsafe { mlir_sys::mlirOpResultGetOwner(value) };
-    if op_name(constant) != "arith.constant" {
-        return false;
-    }
+    };
     let Ok(text) = unsafe { OperationRef::from_raw(constant) }.attribute("value") else {
         return false;
     };

@@ -15,7 +15,7 @@
 //! Upstream's `buffer-results-to-out-params{hoist-static-allocs}` does this for static
 //! shapes, but crashed on a function that returns a constant.
 
-use super::ir::{block_ops, op_name, ops_named, uses};
+use super::ir::{block_ops, defining_op, op_name, ops_named, uses};
 use melior::{
     ir::{OperationRef, ValueLike, operation::OperationLike},
     pass::{ExternalPass, Pass},
@@ -56,7 +56,9 @@ fn rewrite_one(entry: mlir_sys::MlirBlock) -> bool {
             continue;
         }
         let (source, target) = (operand(*copy, 0), operand(*copy, 1));
-        let Some(alloc) = owner(source) else { continue };
+        let Some(alloc) = defining_op(source) else {
+            continue;
+        };
         let is_argument = unsafe { mlir_sys::mlirValueIsABlockArgument(target) }
             && unsafe { mlir_sys::mlirBlockArgumentGetOwner(target) }.ptr == entry.ptr;
         let same_type = unsafe {
@@ -105,13 +107,6 @@ fn operand(operation: MlirOperation, index: usize) -> MlirValue {
         .unwrap_or(MlirValue {
             ptr: std::ptr::null_mut(),
         })
-}
-
-fn owner(value: MlirValue) -> Option<MlirOperation> {
-    if value.ptr.is_null() || !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
-        return None;
-    }
-    Some(unsafe { mlir_sys::mlirOpResultGetOwner(value) })
 }
 
 /// The op of `block` that is or contains `operation`.
