@@ -272,7 +272,7 @@ pub(crate) fn load_openmp() -> Result<(), String> {
 }
 
 /// The vector math library whose functions `crate::vector_math` names (glibc's libmvec).
-pub const VECTOR_MATH_LIBRARY: &str = "libmvec.so.1";
+const VECTOR_MATH_LIBRARY: &str = "libmvec.so.1";
 
 /// Loads the vector math library into the process once, with its symbols global.
 fn load_vector_math() -> Result<(), String> {

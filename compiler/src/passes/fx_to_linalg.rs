@@ -13,7 +13,9 @@
 //! `k * exp(x)` that its float32 exp computes (`exp_form`, decided on the fx program before
 //! anything is lowered) is replaced by the exp's value.
 
-use super::ir::{defining_op, i64_array, op_name, operand_uses, operands, results, splat_of};
+use super::ir::{
+    defining_op, i64_array, op_name, operand_uses, operands, results, splat_of, value_type,
+};
 use melior::{
     Context, IrRewriter, RewriterBase,
     ir::{
@@ -26,6 +28,7 @@ use melior::{
     pass::{ExternalPass, Pass},
 };
 use mlir_sys::{MlirOperation, MlirValue};
+use std::collections::HashMap;
 
 static PASS_ID: super::PassId = super::PassId;
 
@@ -59,9 +62,9 @@ fn run(module: OperationRef<'_, '_>, pass: ExternalPass<'_>) {
     let base = rewriter.as_rewriter_base();
     // How each float32 exp is computed, decided on the fx program before anything is lowered,
     // and the products `k * exp(x)` that an exp's lowering computed, with their values.
-    let exp_forms: Vec<(MlirOperation, ExpForm)> = fx_ops
+    let exp_forms: HashMap<usize, ExpForm> = fx_ops
         .iter()
-        .filter_map(|raw| Some((*raw, exp_form(*raw)?)))
+        .filter_map(|raw| Some((raw.ptr as usize, exp_form(*raw)?)))
         .collect();
     let mut absorbed: Vec<(MlirOperation, Value)> = vec![];
     for raw in fx_ops {
@@ -74,10 +77,7 @@ fn run(module: OperationRef<'_, '_>, pass: ExternalPass<'_>) {
             base.replace_op_with_values(operation, &[value]);
             continue;
         }
-        let exp_form = exp_forms
-            .iter()
-            .find(|(exp, _)| exp.ptr == raw.ptr)
-            .map(|(_, form)| *form);
+        let exp_form = exp_forms.get(&(raw.ptr as usize)).copied();
         base.set_insertion_point_before(operation);
         let mut lowering = Lowering {
             context,
@@ -1367,7 +1367,7 @@ fn exp_form(exp: MlirOperation) -> Option<ExpForm> {
         return None;
     }
     let result = results(exp)[0];
-    let ty = RankedTensorType::try_from(super::ir::value_type(result)).ok()?;
+    let ty = RankedTensorType::try_from(value_type(result)).ok()?;
     if !ty.element().is_f32() {
         return None;
     }
@@ -1380,17 +1380,13 @@ fn exp_form(exp: MlirOperation) -> Option<ExpForm> {
         }
         _ => None,
     };
-    Some(match scaled {
-        Some((product, scale)) => ExpForm {
-            product: Some(product),
-            scale,
-            bound: observed_bound(results(product)[0], x, 6),
-        },
-        None => ExpForm {
-            product: None,
-            scale: 1.0,
-            bound: observed_bound(result, x, 6),
-        },
+    let (product, scale) = scaled.map_or((None, 1.0), |(product, k)| (Some(product), k));
+    // The values observed: the product's, when the exp computes it.
+    let observed = product.map_or(result, |product| results(product)[0]);
+    Some(ExpForm {
+        product,
+        scale,
+        bound: observed_bound(observed, x, 6),
     })
 }
 
