@@ -26,6 +26,27 @@ pub enum NativeKind {
     Object,
 }
 
+/// How much LLVM optimises native code.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Optimisation {
+    /// `-O2`: libraries and the cache, whose code is compiled once and run many times.
+    Full,
+    /// The JIT's: the passes our loops need (`JIT_PASSES`) and code generation at `-O1`.
+    Jit,
+    /// No optimisation, fast code generation: huge modules (an unrolled training loop), on
+    /// which optimising code generation takes tens of seconds.
+    Minimal,
+}
+
+/// The JIT's LLVM passes. The loops that reach LLVM are fused and bufferised already: they
+/// need cleaning up (`sroa` to `instcombine`), rotating into the form the loop vectoriser
+/// reads, invariants hoisted, then vectorising. `default<O1>` spends most of its time on
+/// inlining and interprocedural passes that find nothing to do in our modules.
+const JIT_PASSES: &str = "function(sroa,early-cse,instcombine<max-iterations=1;no-verify-fixpoint>,simplifycfg,\
+loop-mssa(licm<allowspeculation>,loop-rotate,licm<allowspeculation>),simplifycfg,\
+instcombine<max-iterations=1;no-verify-fixpoint>,loop(indvars),loop-vectorize,\
+instcombine<max-iterations=1;no-verify-fixpoint>,simplifycfg)";
+
 /// An array parameter of a library entry. A negative dimension is a size known only at run
 /// time (see `size_dim`).
 #[derive(Clone, Debug)]
@@ -182,6 +203,7 @@ pub fn emit_native(
     packed: &[&str],
     cpu: Option<&str>,
     kind: NativeKind,
+    optimisation: Optimisation,
 ) -> Result<Native, String> {
     crate::backend::configure_llvm();
     Target::initialize_x86(&InitializationConfig::default());
@@ -237,12 +259,17 @@ pub fn emit_native(
             TargetMachine::get_host_cpu_features().to_string(),
         ),
     };
+    let (passes, level) = match optimisation {
+        Optimisation::Full => ("default<O2>", OptimizationLevel::Default),
+        Optimisation::Jit => (JIT_PASSES, OptimizationLevel::Less),
+        Optimisation::Minimal => ("default<O0>", OptimizationLevel::None),
+    };
     let machine = target
         .create_target_machine(
             &triple,
             &cpu,
             &features,
-            OptimizationLevel::Default,
+            level,
             RelocMode::PIC,
             CodeModel::Default,
         )
@@ -250,7 +277,7 @@ pub fn emit_native(
     module.set_triple(&triple);
     module.set_data_layout(&machine.get_target_data().get_data_layout());
     module
-        .run_passes("default<O2>", &machine, PassBuilderOptions::create())
+        .run_passes(passes, &machine, PassBuilderOptions::create())
         .map_err(|e| e.to_string())?;
     let file_type = match kind {
         NativeKind::Assembly => FileType::Assembly,

@@ -1,24 +1,39 @@
-//! Running compiled code: the JIT (`ExecutionEngine`) over a module at `llvm-mlir`.
+//! Running compiled code: the JIT, which links the native code of a module at `llvm-mlir`
+//! (`aot::emit_native`, with the JIT's optimisation) into this process with LLVM's ORC.
 //!
 //! Calling convention: the entry takes one strided memref descriptor per array input, then
-//! one per result (destination-passing style), through its `_mlir_ciface_` wrapper.
+//! one per result (destination-passing style), through its C-interface wrapper
+//! `_mlir_ciface_NAME`, which `NAME__ferrax_memrefs(void **args)` calls as MLIR's packed
+//! wrappers do.
 
+use crate::aot::{self, NativeKind, Optimisation};
 use ferrax_runtime::{Array, memref};
-use melior::{
-    StringRef,
-    ir::{
-        Module,
-        operation::{OperationLike, WalkOrder, WalkResult},
+use inkwell::llvm_sys::{
+    error::{LLVMDisposeErrorMessage, LLVMErrorRef, LLVMGetErrorMessage},
+    orc2::{
+        LLVMJITEvaluatedSymbol, LLVMJITSymbolFlags, LLVMJITSymbolGenericFlags,
+        LLVMOrcAbsoluteSymbols, LLVMOrcCSymbolMapPair,
+        LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess, LLVMOrcJITDylibAddGenerator,
+        LLVMOrcJITDylibDefine,
+        lljit::{
+            LLVMOrcCreateLLJIT, LLVMOrcDisposeLLJIT, LLVMOrcLLJITAddObjectFile,
+            LLVMOrcLLJITGetGlobalPrefix, LLVMOrcLLJITGetMainJITDylib, LLVMOrcLLJITLookup,
+            LLVMOrcLLJITMangleAndIntern, LLVMOrcLLJITRef,
+        },
     },
 };
-use mlir_sys::MlirExecutionEngine;
+use melior::ir::{
+    Module,
+    operation::{OperationLike, WalkOrder, WalkResult},
+};
 
-/// An MLIR execution engine (through the C API, so a module LLVM cannot translate is an error
-/// rather than a null engine).
-struct Engine(MlirExecutionEngine);
+/// An ORC JIT holding one module's native code, linked against this process's symbols.
+struct Engine(LLVMOrcLLJITRef);
 
 impl Engine {
-    fn new(module: &Module) -> Result<Self, String> {
+    /// Compiles `module` to native code and links it; returns the engine and the address of
+    /// `function`'s packed wrapper.
+    fn new(module: &Module, function: &str) -> Result<(Self, usize), String> {
         configure_llvm();
         if calls_openmp(module) {
             load_openmp()?;
@@ -26,52 +41,103 @@ impl Engine {
         if calls_vector_math(module) {
             load_vector_math()?;
         }
-        // Safety: the module is alive; a null result is checked.
-        let raw = unsafe {
-            mlir_sys::mlirExecutionEngineCreate(
-                module.to_raw(),
-                optimization_level(module) as i32,
-                0,
-                std::ptr::null(),
-                false,
-                false,
-            )
-        };
-        if raw.ptr.is_null() {
-            return Err(String::from(
-                "LLVM could not translate or compile the module",
-            ));
-        }
-        let engine = Engine(raw);
-        // Safety: `memref_copy` has the C signature MLIR's lowering of `memref.copy` calls.
-        unsafe {
-            mlir_sys::mlirExecutionEngineRegisterSymbol(
-                engine.0,
-                StringRef::new("memrefCopy").to_raw(),
-                memref_copy as *mut std::ffi::c_void,
-            );
-        }
+        let mut symbols = vec![(
+            String::from("memrefCopy"),
+            memref_copy as *const () as usize,
+        )];
         if calls_kernels(module) {
-            for (name, address) in crate::kernels::symbols()? {
-                // Safety: the kernels have the signature `matmul-kernel` declares, and live
-                // as long as the process.
-                unsafe {
-                    mlir_sys::mlirExecutionEngineRegisterSymbol(
-                        engine.0,
-                        StringRef::new(name).to_raw(),
-                        *address as *mut std::ffi::c_void,
-                    );
-                }
-            }
+            symbols.extend(crate::kernels::symbols()?.iter().cloned());
         }
-        Ok(engine)
+        let native = aot::emit_native(
+            &[module],
+            &[function],
+            None,
+            NativeKind::Object,
+            optimisation(module),
+        )?;
+        let mut jit = std::ptr::null_mut();
+        // Safety: a null builder asks for the default JIT for this host; the result is
+        // written on success.
+        check(unsafe { LLVMOrcCreateLLJIT(&mut jit, std::ptr::null_mut()) })?;
+        let engine = Engine(jit);
+        // Safety: the JIT is alive; each call's arguments are valid for it (the object buffer
+        // is copied, the symbol map pairs are read during the call).
+        unsafe {
+            let library = LLVMOrcLLJITGetMainJITDylib(jit);
+            let mut process = std::ptr::null_mut();
+            check(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
+                &mut process,
+                LLVMOrcLLJITGetGlobalPrefix(jit),
+                None,
+                std::ptr::null_mut(),
+            ))?;
+            LLVMOrcJITDylibAddGenerator(library, process);
+            let mut pairs: Vec<LLVMOrcCSymbolMapPair> = vec![];
+            for (name, address) in &symbols {
+                let name = std::ffi::CString::new(name.as_str()).map_err(|e| e.to_string())?;
+                pairs.push(LLVMOrcCSymbolMapPair {
+                    Name: LLVMOrcLLJITMangleAndIntern(jit, name.as_ptr()),
+                    Sym: LLVMJITEvaluatedSymbol {
+                        Address: *address as u64,
+                        Flags: LLVMJITSymbolFlags {
+                            GenericFlags:
+                                LLVMJITSymbolGenericFlags::LLVMJITSymbolGenericFlagsExported as u8
+                                    | LLVMJITSymbolGenericFlags::LLVMJITSymbolGenericFlagsCallable
+                                        as u8,
+                            TargetFlags: 0,
+                        },
+                    },
+                });
+            }
+            check(LLVMOrcJITDylibDefine(
+                library,
+                LLVMOrcAbsoluteSymbols(pairs.as_mut_ptr(), pairs.len()),
+            ))?;
+            let buffer = inkwell::llvm_sys::core::LLVMCreateMemoryBufferWithMemoryRangeCopy(
+                native.code.as_ptr() as *const std::ffi::c_char,
+                native.code.len(),
+                c"ferrax".as_ptr(),
+            );
+            check(LLVMOrcLLJITAddObjectFile(jit, library, buffer))?;
+        }
+        let wrapper = std::ffi::CString::new(format!("{function}{}", aot::MEMREF_WRAPPER))
+            .map_err(|e| e.to_string())?;
+        let mut address = 0;
+        // Safety: the JIT is alive; linking happens here, and errors are returned.
+        check(unsafe { LLVMOrcLLJITLookup(jit, &mut address, wrapper.as_ptr()) })
+            .map_err(|e| format!("the compiled module has no function `{function}`: {e}"))?;
+        Ok((engine, address as usize))
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // Safety: the engine was created by `Engine::new` and is destroyed once.
-        unsafe { mlir_sys::mlirExecutionEngineDestroy(self.0) }
+        // Safety: the JIT was created by `Engine::new` and is disposed of once; an error
+        // while tearing down has nobody to go to.
+        unsafe { consume(LLVMOrcDisposeLLJIT(self.0)) };
+    }
+}
+
+/// The message of an LLVM error, if any (consuming it).
+fn check(error: LLVMErrorRef) -> Result<(), String> {
+    // Safety: a non-null error is consumed once.
+    match unsafe { consume(error) } {
+        Some(message) => Err(message),
+        None => Ok(()),
+    }
+}
+
+/// Consumes an LLVM error; its message if it was one.
+unsafe fn consume(error: LLVMErrorRef) -> Option<String> {
+    if error.is_null() {
+        return None;
+    }
+    // Safety: the caller passes an unconsumed error; its message is freed after copying.
+    unsafe {
+        let raw = LLVMGetErrorMessage(error);
+        let message = std::ffi::CStr::from_ptr(raw).to_string_lossy().into_owned();
+        LLVMDisposeErrorMessage(raw);
+        Some(message)
     }
 }
 
@@ -107,18 +173,12 @@ struct Frame {
 impl Compiled {
     /// JIT-compiles `module` (at `llvm-mlir`) for calls of `function`.
     pub fn new(module: &Module, function: &str) -> Result<Self, String> {
-        let engine = Engine::new(module)?;
-        // The packed wrapper of the C-interface function: its arguments are pointers to
-        // memref descriptors. Safety: the engine is alive; a null result is checked.
-        let wrapper = format!("_mlir_ciface_{function}");
-        let packed = unsafe {
-            mlir_sys::mlirExecutionEngineLookupPacked(engine.0, StringRef::new(&wrapper).to_raw())
-        };
-        if packed.is_null() {
+        let (engine, address) = Engine::new(module, function)?;
+        if address == 0 {
             return Err(format!("the compiled module has no function `{function}`"));
         }
-        // Safety: MLIR's packed wrappers take the packed argument list.
-        let packed = unsafe { std::mem::transmute::<*mut std::ffi::c_void, Packed>(packed) };
+        // Safety: the wrapper `aot::emit_native` adds takes the packed argument list.
+        let packed = unsafe { std::mem::transmute::<usize, Packed>(address) };
         Ok(Self {
             callable: Callable::new(packed),
             _engine: engine,
@@ -335,22 +395,18 @@ pub fn calls_openmp(module: &Module) -> bool {
 /// loop), where its fast path takes a few.
 const LARGE_MODULE_OPS: usize = 20_000;
 
-/// The JIT's LLVM level: `-O1`, with MLIR's loop and SLP vectorisation. Our loops need
-/// vectorising, not `-O2`'s other work: the MLP step compiled in 214 ms instead of 230, and
-/// no workload of `benches/` ran slower (the matmul kernel is compiled with the compiler).
-/// Cached libraries and compiled ones are built at `-O2` (`aot`).
-const JIT_LEVEL: usize = 1;
-
-fn optimization_level(module: &Module) -> usize {
+/// The JIT's optimisation of `module`: `Optimisation::Jit`, or `Minimal` for huge modules.
+/// Cached libraries and compiled ones are built with `Optimisation::Full` (`-O2`).
+fn optimisation(module: &Module) -> Optimisation {
     let mut count = 0;
     module.as_operation().walk(WalkOrder::PreOrder, |_| {
         count += 1;
         WalkResult::Advance
     });
     if count > LARGE_MODULE_OPS {
-        0
+        Optimisation::Minimal
     } else {
-        JIT_LEVEL
+        Optimisation::Jit
     }
 }
 

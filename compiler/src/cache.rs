@@ -109,7 +109,13 @@ impl Cache {
         function: &str,
         output: &Output,
     ) -> Result<Cached, String> {
-        let native = aot::emit_native(&[module], &[function], None, NativeKind::Object)?;
+        let native = aot::emit_native(
+            &[module],
+            &[function],
+            None,
+            NativeKind::Object,
+            aot::Optimisation::Full,
+        )?;
         let work = self.dir.join(format!("tmp-{}-{key}", std::process::id()));
         std::fs::create_dir_all(&work)
             .map_err(|e| format!("cannot create {}: {e}", work.display()))?;

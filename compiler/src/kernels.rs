@@ -93,7 +93,7 @@ fn prebuilt_symbols() -> Result<Vec<(String, usize)>, String> {
 /// The kernels compiled for this CPU by MLIR's JIT. The engines, their modules and their
 /// context live as long as the process.
 pub fn compiled_here() -> Result<Vec<(String, usize)>, String> {
-    melior::utility::register_all_passes();
+    crate::pipeline::register_passes();
     let context: &'static melior::Context = Box::leak(Box::new(ferrax_dialects::create_context()));
     let mut symbols = vec![];
     for threaded in [false, true] {

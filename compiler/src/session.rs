@@ -457,7 +457,7 @@ impl Session {
             modules.push(traced.module);
         }
         let modules: Vec<&melior::ir::Module> = modules.iter().collect();
-        let native = aot::emit_native(&modules, &[], cpu, kind)
+        let native = aot::emit_native(&modules, &[], cpu, kind, aot::Optimisation::Full)
             .map_err(|message| stage_error("native code", message))?;
         Ok((native.code, infos))
     }
@@ -602,7 +602,6 @@ impl Session {
             return Ok(Prepared {
                 output: cached.output.clone(),
                 function: Some(Function::Cached(cached)),
-                _context: None,
             });
         }
         let context = ferrax_dialects::create_context();
@@ -613,7 +612,6 @@ impl Session {
             return Ok(Prepared {
                 output: traced.output,
                 function: None,
-                _context: None,
             });
         }
         pipeline::run_until(&context, &mut traced.module, "llvm-mlir", self.options)?;
@@ -634,12 +632,9 @@ impl Session {
                 Function::Jit(backend::Compiled::new(&traced.module, function).map_err(jit_error)?)
             }
         };
-        let output = traced.output.clone();
-        drop(traced);
         Ok(Prepared {
-            output,
+            output: traced.output,
             function: Some(compiled),
-            _context: Some(context),
         })
     }
 }
@@ -649,8 +644,6 @@ struct Prepared {
     output: Output,
     /// None when the result has no array (nothing to compute).
     function: Option<Function>,
-    /// The context the JIT's module was made in, kept while the function lives.
-    _context: Option<melior::Context>,
 }
 
 enum Function {
