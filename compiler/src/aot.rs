@@ -188,10 +188,29 @@ pub const TARGET_CPUS: &[&str] = &[
     "znver5",
 ];
 
-/// Native code, and whether it calls `memrefCopy` (which the code that links it provides).
+/// Native code, and what it calls that the code linking it must provide.
 pub struct Native {
     pub code: Vec<u8>,
+    /// `memrefCopy` (see `crate::backend`).
     pub calls_memref_copy: bool,
+    /// The OpenMP runtime.
+    pub calls_openmp: bool,
+    /// libmvec's vector variants of libm functions (`crate::vector_math`).
+    pub calls_vector_math: bool,
+    /// The prebuilt matmul kernels (`crate::kernels`).
+    pub calls_kernels: bool,
+}
+
+/// Whether `module` declares (without defining) a function whose name starts with `prefix`.
+fn declares(module: &LlvmModule, prefix: &str) -> bool {
+    let mut function = module.get_first_function();
+    while let Some(f) = function {
+        if f.count_basic_blocks() == 0 && f.get_name().to_bytes().starts_with(prefix.as_bytes()) {
+            return true;
+        }
+        function = f.get_next_function();
+    }
+    false
 }
 
 /// Translates the modules (each at `llvm-mlir`) to one LLVM module, hides every symbol
@@ -246,7 +265,10 @@ pub fn emit_native(
     for name in packed {
         packed_wrapper(&context, &module, name)?;
     }
-    let calls_memref_copy = module.get_function("memrefCopy").is_some();
+    let calls_memref_copy = declares(&module, "memrefCopy");
+    let calls_openmp = declares(&module, "__kmpc_") || declares(&module, "omp_");
+    let calls_vector_math = declares(&module, crate::vector_math::VARIANT_PREFIX);
+    let calls_kernels = declares(&module, crate::kernel_text::KERNEL_PREFIX);
     let triple = TargetMachine::get_default_triple();
     let target = Target::from_triple(&triple).map_err(|e| e.to_string())?;
     let (cpu, features) = match cpu {
@@ -289,6 +311,9 @@ pub fn emit_native(
     Ok(Native {
         code: buffer.as_slice().to_vec(),
         calls_memref_copy,
+        calls_openmp,
+        calls_vector_math,
+        calls_kernels,
     })
 }
 

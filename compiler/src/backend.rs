@@ -1,5 +1,6 @@
 //! Running compiled code: the JIT, which links the native code of a module at `llvm-mlir`
-//! (`aot::emit_native`, with the JIT's optimisation) into this process with LLVM's ORC.
+//! (`native`: `aot::emit_native` with the JIT's optimisation) into this process with LLVM's
+//! ORC. The cache keeps the same code as a shared library (`crate::cache`).
 //!
 //! Calling convention: the entry takes one strided memref descriptor per array input, then
 //! one per result (destination-passing style), through its C-interface wrapper
@@ -31,30 +32,22 @@ use melior::ir::{
 struct Engine(LLVMOrcLLJITRef);
 
 impl Engine {
-    /// Compiles `module` to native code and links it; returns the engine and the address of
-    /// `function`'s packed wrapper.
-    fn new(module: &Module, function: &str) -> Result<(Self, usize), String> {
-        configure_llvm();
-        if calls_openmp(module) {
+    /// Links `native` into this process; returns the engine and the address of `function`'s
+    /// packed wrapper.
+    fn new(native: &aot::Native, function: &str) -> Result<(Self, usize), String> {
+        if native.calls_openmp {
             load_openmp()?;
         }
-        if calls_vector_math(module) {
+        if native.calls_vector_math {
             load_vector_math()?;
         }
         let mut symbols = vec![(
             String::from("memrefCopy"),
             memref_copy as *const () as usize,
         )];
-        if calls_kernels(module) {
+        if native.calls_kernels {
             symbols.extend(crate::kernels::symbols()?.iter().cloned());
         }
-        let native = aot::emit_native(
-            &[module],
-            &[function],
-            None,
-            NativeKind::Object,
-            optimisation(module),
-        )?;
         let mut jit = std::ptr::null_mut();
         // Safety: a null builder asks for the default JIT for this host; the result is
         // written on success.
@@ -170,10 +163,21 @@ struct Frame {
     arguments: Vec<*mut std::ffi::c_void>,
 }
 
+/// The JIT's native code for calls of `function` of `module` (at `llvm-mlir`).
+pub fn native(module: &Module, function: &str) -> Result<aot::Native, String> {
+    aot::emit_native(
+        &[module],
+        &[function],
+        None,
+        NativeKind::Object,
+        optimisation(module),
+    )
+}
+
 impl Compiled {
-    /// JIT-compiles `module` (at `llvm-mlir`) for calls of `function`.
-    pub fn new(module: &Module, function: &str) -> Result<Self, String> {
-        let (engine, address) = Engine::new(module, function)?;
+    /// Links `native` (from `native`, for `function`) into this process.
+    pub fn link(native: &aot::Native, function: &str) -> Result<Self, String> {
+        let (engine, address) = Engine::new(native, function)?;
         if address == 0 {
             return Err(format!("the compiled module has no function `{function}`"));
         }
@@ -255,17 +259,6 @@ fn same_shape(a: &[usize], b: &[usize]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
-/// JIT-compiles `module` and calls `function` once on `inputs`, writing into `outputs`.
-pub fn run_jit(
-    module: &Module,
-    function: &str,
-    inputs: &[Array],
-    mut outputs: Vec<Array>,
-) -> Result<Vec<Array>, String> {
-    Compiled::new(module, function)?.call(inputs, &mut outputs)?;
-    Ok(outputs)
-}
-
 /// Sets LLVM's global options once, before the first compilation:
 /// - no unrolling beyond what vectorising does (`-unroll-threshold=0`). Our loops are
 ///   vectorised and interleaved already; unrolling them again, and fully unrolling the small
@@ -338,56 +331,6 @@ const VECTOR_MATH_LIBRARY: &str = "libmvec.so.1";
 fn load_vector_math() -> Result<(), String> {
     static LIBRARY: GlobalLibrary = std::sync::OnceLock::new();
     load_global(&LIBRARY, VECTOR_MATH_LIBRARY, "the vector math library")
-}
-
-/// Whether the module (at `llvm-mlir`) declares a function whose name starts with `prefix`.
-fn declares(module: &Module, prefix: &str) -> bool {
-    let mut found = false;
-    module
-        .as_operation()
-        .walk(WalkOrder::PreOrder, |operation| {
-            let is_function = operation.name().as_string_ref().as_str() == Ok("llvm.func");
-            if is_function
-                && operation
-                    .attribute("sym_name")
-                    .is_ok_and(|name| name.to_string().trim_matches('"').starts_with(prefix))
-            {
-                found = true;
-            }
-            WalkResult::Advance
-        });
-    found
-}
-
-/// Whether the module (at `llvm-mlir`) declares a vector variant of a libm function
-/// (`crate::vector_math`), which libmvec provides.
-pub fn calls_vector_math(module: &Module) -> bool {
-    declares(module, crate::vector_math::VARIANT_PREFIX)
-}
-
-/// Whether the module (at `llvm-mlir`) declares a matmul kernel (`crate::kernels`).
-pub fn calls_kernels(module: &Module) -> bool {
-    declares(module, crate::kernel_text::KERNEL_PREFIX)
-}
-
-/// Whether the module (at `llvm-mlir`) has OpenMP ops, which LLVM translates into calls of
-/// the OpenMP runtime.
-pub fn calls_openmp(module: &Module) -> bool {
-    let mut calls = false;
-    module
-        .as_operation()
-        .walk(WalkOrder::PreOrder, |operation| {
-            if operation
-                .name()
-                .as_string_ref()
-                .as_str()
-                .is_ok_and(|name| name.starts_with("omp."))
-            {
-                calls = true;
-            }
-            WalkResult::Advance
-        });
-    calls
 }
 
 /// Modules above this many LLVM-dialect ops are compiled without LLVM's optimisations: LLVM's

@@ -9,10 +9,9 @@
 //! it. Entries are written to a private folder, then renamed into place, so a reader never
 //! sees half a file.
 
-use crate::aot::{self, NativeKind};
+use crate::aot;
 use crate::backend::{Callable, Packed};
 use crate::specialise::{ArrayType, DType, Output, StaticValue};
-use melior::ir::Module;
 use serde_json::{Value as Json, json};
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -101,21 +100,15 @@ impl Cache {
         })
     }
 
-    /// Compiles `module` (at `llvm-mlir`) into the cache under `key`, and loads it.
+    /// Links `native` (the JIT's code for `function`, `crate::backend::native`) into a
+    /// library in the cache under `key`, and loads it.
     pub fn store(
         &self,
         key: &str,
-        module: &Module,
+        native: &aot::Native,
         function: &str,
         output: &Output,
     ) -> Result<Cached, String> {
-        let native = aot::emit_native(
-            &[module],
-            &[function],
-            None,
-            NativeKind::Object,
-            aot::Optimisation::Full,
-        )?;
         let work = self.dir.join(format!("tmp-{}-{key}", std::process::id()));
         std::fs::create_dir_all(&work)
             .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
@@ -128,10 +121,10 @@ impl Cache {
             if native.calls_memref_copy {
                 command.arg(aot::memref_copy_object(&work)?);
             }
-            if crate::backend::calls_vector_math(module) {
+            if native.calls_vector_math {
                 command.arg("-lmvec");
             }
-            if crate::backend::calls_openmp(module) {
+            if native.calls_openmp {
                 let runtime = std::path::Path::new(crate::pipeline::OPENMP_RUNTIME);
                 command.arg(runtime);
                 if let Some(folder) = runtime.parent() {

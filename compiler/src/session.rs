@@ -619,18 +619,15 @@ impl Session {
         // libmvec's vector variants.
         crate::vector_math::add_variants(&traced.module, &crate::vector_math::host_widths())
             .map_err(jit_error)?;
+        let native = backend::native(&traced.module, function).map_err(jit_error)?;
         // A cache that cannot be written (a read-only folder, no `ld`) is not an error.
         let stored = match (&self.cache, &key) {
-            (Some(cache), Some(key)) => cache
-                .store(key, &traced.module, function, &traced.output)
-                .ok(),
+            (Some(cache), Some(key)) => cache.store(key, &native, function, &traced.output).ok(),
             _ => None,
         };
         let compiled = match stored {
             Some(cached) => Function::Cached(cached),
-            None => {
-                Function::Jit(backend::Compiled::new(&traced.module, function).map_err(jit_error)?)
-            }
+            None => Function::Jit(backend::Compiled::link(&native, function).map_err(jit_error)?),
         };
         Ok(Prepared {
             output: traced.output,
