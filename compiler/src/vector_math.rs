@@ -34,7 +34,8 @@ pub const VARIANT_PREFIX: &str = "_ZGV";
 /// them in every width), by their float64 names (float32 adds `f`). Not sin, cos and tan:
 /// libmvec's sinf returned 1.0000001 for an argument near 1000 (and its results differ from
 /// libm's, which are correctly rounded, in the last bit often enough to move an `argmax`),
-/// where libm's scalar calls already beat JAX's `sin` (3.4 against 4.1 ms on 1M float32).
+/// where libm's scalar calls already beat JAX's `sin` (3.4 against 4.1 ms on 1M float32) and
+/// give its bits (`sin` and `cos` of 700,000 arguments up to 100,000 matched JAX's exactly).
 const UNARY: &[&str] = &[
     "acos", "acosh", "asin", "asinh", "atan", "atanh", "cbrt", "cosh", "erf", "erfc", "exp",
     "exp10", "exp2", "expm1", "log", "log10", "log1p", "log2", "sinh", "tanh",
