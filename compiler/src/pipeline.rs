@@ -54,6 +54,7 @@ pub const STAGES: &[Stage] = &[
         name: "linalg",
         steps: &[
             Step::Pass(passes::fx_to_linalg::create),
+            Step::Pass(passes::elementwise_runs::create),
             Step::Pipeline(
                 "builtin.module(func.func(convert-elementwise-to-linalg),linalg-fuse-elementwise-ops,canonicalize,cse)",
             ),
