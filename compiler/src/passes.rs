@@ -1,6 +1,7 @@
 //! The compiler's own passes, one file each. Upstream MLIR passes are named in `pipeline`.
 
 pub mod elementwise_runs;
+pub mod fresh_empty_tensors;
 pub mod fx_autodiff;
 pub mod fx_dynamic_sizes;
 pub mod fx_fold;

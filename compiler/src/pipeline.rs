@@ -63,10 +63,13 @@ pub const STAGES: &[Stage] = &[
     },
     Stage {
         name: "bufferized",
-        steps: &[Step::Pipeline(
-            "builtin.module(one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map allow-return-allocs-from-loops},\
+        steps: &[
+            Step::Pass(passes::fresh_empty_tensors::create),
+            Step::Pipeline(
+                "builtin.module(one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map allow-return-allocs-from-loops},\
              buffer-results-to-out-params{modify-public-functions},ownership-based-buffer-deallocation,canonicalize,buffer-deallocation-simplification,bufferization-lower-deallocations,canonicalize)",
-        )],
+            ),
+        ],
         threaded_steps: &[],
     },
     Stage {
