@@ -17,12 +17,12 @@
 //! elementwise steps took 22 s). A run is built here in one sweep; the upstream pass then
 //! fuses what is left (broadcasts, reductions, `exp`'s generics) into the runs.
 
-use super::ir::{block_ops, op_name, operands, results, value_type};
+use super::ir::{block_ops, erase_unused, nested_blocks, op_name, operands, results, value_type};
 use melior::{
     Context,
     ir::{
         Attribute, Block, BlockLike, Identifier, OperationRef, Region, RegionLike, Type, Value,
-        operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
+        operation::{OperationBuilder, OperationLike},
         r#type::{RankedTensorType, ShapedTypeLike},
     },
     pass::{ExternalPass, Pass},
@@ -46,31 +46,10 @@ fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
     let context_ref = module.context();
     // Safety: `context_ref` outlives every use of `context` in this function.
     let context = unsafe { context_ref.to_ref() };
-    let mut blocks = vec![];
-    module.walk(WalkOrder::PreOrder, |operation| {
-        for index in 0..unsafe { mlir_sys::mlirOperationGetNumRegions(operation.to_raw()) } {
-            let region = unsafe { mlir_sys::mlirOperationGetRegion(operation.to_raw(), index) };
-            let mut block = unsafe { mlir_sys::mlirRegionGetFirstBlock(region) };
-            while !block.ptr.is_null() {
-                blocks.push(block);
-                block = unsafe { mlir_sys::mlirBlockGetNextInRegion(block) };
-            }
-        }
-        WalkResult::Advance
-    });
+    let blocks = nested_blocks(module);
     // Unused arith and math ops (fx-to-linalg leaves some; canonicalisation would remove
     // them later) must not keep a run's value alive as a result of its generic.
-    for block in blocks.iter().rev() {
-        for operation in block_ops(*block).into_iter().rev() {
-            let name = op_name(operation);
-            let unused = results(operation)
-                .iter()
-                .all(|r| unsafe { mlir_sys::mlirValueGetFirstUse(*r) }.ptr.is_null());
-            if (name.starts_with("arith.") || name.starts_with("math.")) && unused {
-                unsafe { mlir_sys::mlirOperationDestroy(operation) };
-            }
-        }
-    }
+    erase_unused(&blocks, &["arith.", "math."]);
     for block in blocks {
         for members in runs(block) {
             // A run that cannot be built (an op the element types reject) stays as it is,
@@ -249,15 +228,7 @@ fn build<'c>(context: &'c Context, members: &[MlirOperation]) -> Result<Generic<
                 scalar.insert(operand.ptr, result.into());
             }
         }
-        let mapped = operands(*member)
-            .iter()
-            .map(|operand| {
-                scalar
-                    .get(&operand.ptr)
-                    .copied()
-                    .ok_or("an operand out of order")
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mapped = scalars(&scalar, &operands(*member))?;
         let attributes: Vec<(Identifier<'c>, Attribute<'c>)> = member_ref.attributes().collect();
         let operation = OperationBuilder::new(&op_name(*member), member_ref.location())
             .add_operands(&mapped)
@@ -269,15 +240,7 @@ fn build<'c>(context: &'c Context, members: &[MlirOperation]) -> Result<Generic<
         let result = operation.result(0).map_err(|e| e.to_string())?;
         scalar.insert(results(*member)[0].ptr, result.into());
     }
-    let yielded = replaced
-        .iter()
-        .map(|value| {
-            scalar
-                .get(&value.ptr)
-                .copied()
-                .ok_or("a result out of order")
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let yielded = scalars(&scalar, &replaced)?;
     body.append_operation(
         OperationBuilder::new("linalg.yield", location)
             .add_operands(&yielded)
@@ -336,6 +299,22 @@ fn build<'c>(context: &'c Context, members: &[MlirOperation]) -> Result<Generic<
         generic,
         replaced,
     })
+}
+
+/// The body's scalars for the run's tensor `values`.
+fn scalars<'c, 'a>(
+    scalar: &HashMap<*const std::ffi::c_void, Value<'c, 'a>>,
+    values: &[MlirValue],
+) -> Result<Vec<Value<'c, 'a>>, String> {
+    values
+        .iter()
+        .map(|value| {
+            scalar
+                .get(&value.ptr)
+                .copied()
+                .ok_or_else(|| String::from("a value used before the run defines it"))
+        })
+        .collect()
 }
 
 /// Puts `generic` after the run's last op, gives its results to the run's uses, and removes

@@ -1,4 +1,4 @@
-//! `fresh-empty-tensors`: gives each use of a `tensor.empty` its own op.
+//! `fresh-empty-tensors`: gives every `GROUP` uses of a `tensor.empty` their own op.
 //!
 //! Runs on: `builtin.module`, after the `linalg` stage (whose CSE merges equal
 //!          `tensor.empty` ops), before `one-shot-bufferize`.
@@ -29,7 +29,7 @@ pub fn create() -> Pass {
     super::module_pass(
         &PASS_ID,
         "fresh-empty-tensors",
-        "Give each use of a tensor.empty its own op",
+        "Give every 16 uses of a tensor.empty their own op",
         run,
     )
 }

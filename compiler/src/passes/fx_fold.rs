@@ -19,13 +19,14 @@
 //! Keeps:   locations; no op moves across a region boundary.
 
 use super::ir::{
-    block_ops, defining_op, i64_array, op_name, operands, results, splat_of, value_type,
+    block_ops, defining_op, erase_unused, i64_array, nested_blocks, op_name, operands, results,
+    splat_of, value_type,
 };
 use melior::{
     Context, IrRewriter,
     ir::{
         Attribute, Identifier, OperationRef, Type, TypeLike, Value, ValueLike,
-        operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
+        operation::{OperationBuilder, OperationLike},
         r#type::{DimSize, RankedTensorType, ShapedTypeLike},
     },
     pass::{ExternalPass, Pass},
@@ -49,33 +50,11 @@ fn run(module: OperationRef<'_, '_>, _pass: ExternalPass<'_>) {
     let context_ref = module.context();
     // Safety: `context_ref` outlives every use of `context` in this function.
     let context = unsafe { context_ref.to_ref() };
-    let mut blocks = vec![];
-    module.walk(WalkOrder::PreOrder, |operation| {
-        for index in 0..unsafe { mlir_sys::mlirOperationGetNumRegions(operation.to_raw()) } {
-            let region = unsafe { mlir_sys::mlirOperationGetRegion(operation.to_raw(), index) };
-            let mut block = unsafe { mlir_sys::mlirRegionGetFirstBlock(region) };
-            while !block.ptr.is_null() {
-                blocks.push(block);
-                block = unsafe { mlir_sys::mlirBlockGetNextInRegion(block) };
-            }
-        }
-        WalkResult::Advance
-    });
+    let blocks = nested_blocks(module);
     for block in &blocks {
         fold_block(context, *block);
     }
-    // Dead ops, last first, so that an op's operands die after it.
-    for block in blocks.iter().rev() {
-        for operation in block_ops(*block).into_iter().rev() {
-            let name = op_name(operation);
-            let unused = results(operation)
-                .iter()
-                .all(|r| unsafe { mlir_sys::mlirValueGetFirstUse(*r) }.ptr.is_null());
-            if name.starts_with("fx.") && unused {
-                unsafe { mlir_sys::mlirOperationDestroy(operation) };
-            }
-        }
-    }
+    erase_unused(&blocks, &["fx."]);
 }
 
 /// Folds and merges the fx ops of one block, in order.

@@ -61,6 +61,39 @@ pub fn uses(value: MlirValue) -> Vec<MlirOperation> {
         .collect()
 }
 
+/// Every block of every region in `root` (its own included), outer blocks first.
+pub fn nested_blocks(root: OperationRef<'_, '_>) -> Vec<MlirBlock> {
+    let mut blocks = vec![];
+    root.walk(melior::ir::operation::WalkOrder::PreOrder, |operation| {
+        for index in 0..unsafe { mlir_sys::mlirOperationGetNumRegions(operation.to_raw()) } {
+            let region = unsafe { mlir_sys::mlirOperationGetRegion(operation.to_raw(), index) };
+            let mut block = unsafe { mlir_sys::mlirRegionGetFirstBlock(region) };
+            while !block.ptr.is_null() {
+                blocks.push(block);
+                block = unsafe { mlir_sys::mlirBlockGetNextInRegion(block) };
+            }
+        }
+        melior::ir::operation::WalkResult::Advance
+    });
+    blocks
+}
+
+/// Destroys the ops of `blocks` none of whose results is used and whose names start with
+/// one of `prefixes` (pure ops only), last first, so that an op's operands die after it.
+pub fn erase_unused(blocks: &[MlirBlock], prefixes: &[&str]) {
+    for block in blocks.iter().rev() {
+        for operation in block_ops(*block).into_iter().rev() {
+            let name = op_name(operation);
+            let unused = results(operation)
+                .iter()
+                .all(|r| unsafe { mlir_sys::mlirValueGetFirstUse(*r) }.ptr.is_null());
+            if unused && prefixes.iter().any(|prefix| name.starts_with(prefix)) {
+                unsafe { mlir_sys::mlirOperationDestroy(operation) };
+            }
+        }
+    }
+}
+
 /// The uses of `value`: each user with the position of `value` among its operands.
 pub fn operand_uses(value: MlirValue) -> Vec<(MlirOperation, usize)> {
     let mut users = vec![];
