@@ -29,7 +29,7 @@ pub enum NativeKind {
 /// How much LLVM optimises native code.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Optimisation {
-    /// `-O2`: libraries and the cache, whose code is compiled once and run many times.
+    /// `-O2`: libraries, whose code is compiled once and run many times.
     Full,
     /// The JIT's: the passes our loops need (`JIT_PASSES`) and code generation at `-O1`.
     Jit,

@@ -338,8 +338,8 @@ fn load_vector_math() -> Result<(), String> {
 /// loop), where its fast path takes a few.
 const LARGE_MODULE_OPS: usize = 20_000;
 
-/// The JIT's optimisation of `module`: `Optimisation::Jit`, or `Minimal` for huge modules.
-/// Cached libraries and compiled ones are built with `Optimisation::Full` (`-O2`).
+/// The JIT's optimisation of `module` (the cache keeps the same code): `Optimisation::Jit`,
+/// or `Minimal` for huge modules. Libraries are built with `Optimisation::Full` (`-O2`).
 fn optimisation(module: &Module) -> Optimisation {
     let mut count = 0;
     module.as_operation().walk(WalkOrder::PreOrder, |_| {

@@ -17,7 +17,10 @@
 //! elementwise steps took 22 s). A run is built here in one sweep; the upstream pass then
 //! fuses what is left (broadcasts, reductions, `exp`'s generics) into the runs.
 
-use super::ir::{block_ops, erase_unused, nested_blocks, op_name, operands, results, value_type};
+use super::ir::{
+    block_ops, erase_unused, nested_blocks, op_name, operands, results, splat_attribute,
+    static_shape, value_type,
+};
 use melior::{
     Context,
     ir::{
@@ -72,19 +75,14 @@ fn runs(block: MlirBlock) -> Vec<Vec<MlirOperation>> {
         }
         let shape = elementwise_shape(operation);
         if shape.is_none() || shape != current_shape {
-            if current.len() >= 2 {
-                runs.push(std::mem::take(&mut current));
-            }
-            current.clear();
+            runs.push(std::mem::take(&mut current));
             current_shape = shape.clone();
         }
         if shape.is_some() {
             current.push(operation);
         }
     }
-    if current.len() >= 2 {
-        runs.push(current);
-    }
+    runs.push(current);
     runs.into_iter().flat_map(split).collect()
 }
 
@@ -130,33 +128,9 @@ fn elementwise_shape(operation: MlirOperation) -> Option<Vec<i64>> {
 
 /// The element of a splat `arith.constant` tensor, as an attribute.
 fn splat_constant<'c>(value: MlirValue) -> Option<Attribute<'c>> {
-    let constant = super::ir::defining_op(value).filter(|op| op_name(*op) == "arith.constant")?;
-    // Safety: the op is alive; the attribute is read, and checked to be a splat.
-    unsafe {
-        let attribute = mlir_sys::mlirOperationGetAttributeByName(
-            constant,
-            melior::StringRef::new("value").to_raw(),
-        );
-        if attribute.ptr.is_null()
-            || !mlir_sys::mlirAttributeIsADenseElements(attribute)
-            || !mlir_sys::mlirDenseElementsAttrIsSplat(attribute)
-        {
-            return None;
-        }
-        Some(Attribute::from_raw(
-            mlir_sys::mlirDenseElementsAttrGetSplatValue(attribute),
-        ))
-    }
-}
-
-fn static_shape(ty: Type<'_>) -> Option<Vec<i64>> {
-    let tensor = RankedTensorType::try_from(ty).ok()?;
-    (0..tensor.rank())
-        .map(|d| match tensor.dim_size(d).ok()? {
-            melior::ir::r#type::DimSize::Static(size) => Some(size as i64),
-            melior::ir::r#type::DimSize::Dynamic => None,
-        })
-        .collect()
+    let attribute = splat_attribute(value, "arith.constant")?;
+    // Safety: a live splat attribute.
+    Some(unsafe { Attribute::from_raw(mlir_sys::mlirDenseElementsAttrGetSplatValue(attribute)) })
 }
 
 /// A run's `linalg.generic` (not yet in a block) and the run's values it replaces, one per

@@ -33,7 +33,7 @@ use melior::{
             DenseI64ArrayAttribute, FlatSymbolRefAttribute, IntegerAttribute, StringAttribute,
         },
         operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult},
-        r#type::{DimSize, IntegerType, RankedTensorType, ShapedTypeLike},
+        r#type::{IntegerType, RankedTensorType, ShapedTypeLike},
     },
     pass::{ExternalPass, Pass},
 };
@@ -1623,13 +1623,9 @@ fn element<'c>(ty: Type<'c>) -> AdResult<Type<'c>> {
 }
 
 fn shape_of(ty: Type<'_>) -> AdResult<Vec<i64>> {
-    let tensor = RankedTensorType::try_from(ty).map_err(|e| e.to_string())?;
-    (0..tensor.rank())
-        .map(|d| match tensor.dim_size(d).map_err(|e| e.to_string())? {
-            DimSize::Static(size) => Ok(size as i64),
-            DimSize::Dynamic => Err(String::from("dynamic dimensions are not supported yet")),
-        })
-        .collect()
+    RankedTensorType::try_from(ty).map_err(|e| e.to_string())?;
+    super::ir::static_shape(ty)
+        .ok_or_else(|| String::from("dynamic dimensions are not supported yet"))
 }
 
 fn tensor_type<'c>(shape: &[i64], element: Type<'c>) -> Type<'c> {

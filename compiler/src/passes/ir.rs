@@ -203,6 +203,17 @@ pub fn value_type<'c>(value: MlirValue) -> melior::ir::Type<'c> {
     unsafe { melior::ir::Type::from_raw(mlir_sys::mlirValueGetType(value)) }
 }
 
+/// The dimensions of a ranked tensor type of static shape (`None` for any other type).
+pub fn static_shape(ty: melior::ir::Type<'_>) -> Option<Vec<i64>> {
+    let tensor = melior::ir::r#type::RankedTensorType::try_from(ty).ok()?;
+    (0..tensor.rank())
+        .map(|d| match tensor.dim_size(d).ok()? {
+            melior::ir::r#type::DimSize::Static(size) => Some(size as i64),
+            melior::ir::r#type::DimSize::Dynamic => None,
+        })
+        .collect()
+}
+
 /// The op whose result `value` is (none for a block argument or a null value).
 pub fn defining_op(value: MlirValue) -> Option<MlirOperation> {
     if value.ptr.is_null() || !unsafe { mlir_sys::mlirValueIsAOpResult(value) } {
@@ -211,23 +222,28 @@ pub fn defining_op(value: MlirValue) -> Option<MlirOperation> {
     Some(unsafe { mlir_sys::mlirOpResultGetOwner(value) })
 }
 
-/// The element of a splat `fx.constant`, as f64 (bools are 0 and 1), if `value` is one.
-pub fn splat_of(value: MlirValue) -> Option<f64> {
+/// The dense splat `value` attribute of the op named `constant` (`fx.constant`,
+/// `arith.constant`) that defines `value`, if it is one.
+pub fn splat_attribute(value: MlirValue, constant: &str) -> Option<mlir_sys::MlirAttribute> {
     let operation = defining_op(value)?;
-    if op_name(operation) != "fx.constant" {
+    if op_name(operation) != constant {
         return None;
     }
     let attribute = unsafe { OperationRef::from_raw(operation) }
         .attribute("value")
         .ok()?
         .to_raw();
-    unsafe {
-        if !mlir_sys::mlirAttributeIsADenseElements(attribute)
-            || !mlir_sys::mlirDenseElementsAttrIsSplat(attribute)
-        {
-            return None;
-        }
-    }
+    // Safety: a live attribute, only inspected.
+    let splat = unsafe {
+        mlir_sys::mlirAttributeIsADenseElements(attribute)
+            && mlir_sys::mlirDenseElementsAttrIsSplat(attribute)
+    };
+    splat.then_some(attribute)
+}
+
+/// The element of a splat `fx.constant`, as f64 (bools are 0 and 1), if `value` is one.
+pub fn splat_of(value: MlirValue) -> Option<f64> {
+    let attribute = splat_attribute(value, "fx.constant")?;
     let element = melior::ir::r#type::RankedTensorType::try_from(value_type(value))
         .ok()?
         .element();
